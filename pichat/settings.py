@@ -1,0 +1,332 @@
+"""Configuration: the only module that reads the environment or the config file.
+
+Sources, highest first: environment variables (``PICHAT_`` prefix), the TOML file,
+the embedded defaults. The embedded defaults make ``pichat serve`` in a checkout
+work with nothing else: port 3000, history in ``./var``, the page from ``./public``.
+
+Invalid configuration never half-applies: :func:`load` either returns a complete,
+validated :class:`Settings` or raises :class:`ConfigError` listing every bad key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "ConfigError",
+    "Settings",
+    "Site",
+    "SystemdEnvironment",
+    "config_path",
+    "dump_toml",
+    "load",
+    "systemd_environment",
+]
+
+DEFAULT_CONFIG_FILE = Path("/etc/pichat/pichat.toml")
+
+_ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HOSTNAME_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*\.?$")
+
+Title = Annotated[str, Field(min_length=1, max_length=120)]
+Room = Annotated[str, Field(pattern=_ROOM_RE.pattern)]
+
+
+def _check_origins(origins: list[str]) -> list[str]:
+    """Normalise ``scheme://host[:port]`` origins; reject anything else."""
+    normalised = []
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{origin!r} is not an origin like 'https://chat.example.org'")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"{origin!r} is not an origin: no path, query or fragment")
+        normalised.append(origin.rstrip("/").lower())
+    return normalised
+
+
+def _check_document_root(path: Path) -> Path:
+    if not path.is_dir():
+        raise ValueError(f"{str(path)!r} is not a directory")
+    return path.resolve()
+
+
+class Site(BaseModel):
+    """One virtual-host-like site: which Host names it answers and what it serves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    server_names: list[str] = Field(min_length=1)
+    document_root: Path | None = None
+    room: Room = "lobby"
+    title: Title = "pichat"
+    allowed_origins: list[str] = []
+
+    @field_validator("server_names")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        cleaned = [name.strip().lower().rstrip(".") for name in names]
+        for name in cleaned:
+            if not _HOSTNAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a host name")
+        return cleaned
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        return _check_origins(origins)
+
+    @field_validator("document_root")
+    @classmethod
+    def _root(cls, path: Path | None) -> Path | None:
+        return None if path is None else _check_document_root(path)
+
+
+class Settings(BaseSettings):
+    """Every setting of the daemon, with its embedded default.
+
+    ``docs/configuration.md`` documents each key; the TOML file uses these names.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="PICHAT_",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # Network. Changing these needs a restart.
+    host: str = ""
+    port: int = Field(3000, ge=0, le=65535)
+
+    # Files.
+    state_dir: Path = Path("var")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # The default site: answers any Host that no [[sites]] entry names.
+    document_root: Path = Path("public")
+    title: Title = "pichat"
+    room: Room = "lobby"
+    allowed_origins: list[str] = []
+    sites: list[Site] = []
+
+    # History.
+    history_replay: int = Field(100, ge=0, le=100_000)
+    history_max_messages: int = Field(1000, ge=1, le=1_000_000)
+    history_max_age_days: float = Field(0.0, ge=0)
+
+    # Limits.
+    max_message_length: int = Field(2000, ge=1, le=1_000_000)
+    max_name_length: int = Field(32, ge=1, le=256)
+    max_frame_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
+    rate_messages: int = Field(10, ge=1)
+    rate_window: float = Field(10.0, gt=0)
+    max_connections: int = Field(5000, ge=1)
+    max_connections_per_ip: int = Field(100, ge=1)
+    send_queue_bytes: int = Field(1024 * 1024, ge=16 * 1024)
+    ping_interval: float = Field(30.0, ge=0)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        return _check_origins(origins)
+
+    @field_validator("document_root")
+    @classmethod
+    def _root(cls, path: Path) -> Path:
+        return _check_document_root(path)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        seen: dict[str, int] = {}
+        for index, site in enumerate(self.sites):
+            for name in site.server_names:
+                if name in seen:
+                    raise ValueError(
+                        f"sites[{index}].server_names: {name!r} is already named by "
+                        f"sites[{seen[name]}]"
+                    )
+                seen[name] = index
+        if self.history_replay > self.history_max_messages:
+            raise ValueError(
+                f"history_replay ({self.history_replay}) exceeds history_max_messages "
+                f"({self.history_max_messages})"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file's content arrives as init arguments (see load()); the
+        # environment must win over it, so it comes first.
+        return env_settings, init_settings
+
+    def site_document_root(self, site: Site) -> Path:
+        """The directory a site serves: its own, else the top-level one."""
+        return site.document_root if site.document_root is not None else self.document_root
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` holds one line per bad key."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"invalid configuration ({source}):\n" + "\n".join(problems))
+
+
+def config_path(explicit: Path | None) -> Path | None:
+    """Which TOML file to read: ``--config``, else ``$PICHAT_CONFIG``, else the default.
+
+    ``PICHAT_CONFIG`` set but empty means "no file" (``make run`` uses that so a
+    checkout ignores an installed package's configuration).
+    """
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("PICHAT_CONFIG")
+    if env is not None:
+        return Path(env) if env else None
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text or "(top level)"
+
+
+def load(path: Path | None) -> Settings:
+    """Read and validate the configuration.
+
+    Args:
+        path: the TOML file, or ``None`` for environment and defaults only.
+
+    Raises:
+        ConfigError: listing every bad key with the reason.
+    """
+    source = str(path) if path is not None else "defaults and environment"
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as file:
+                data = tomllib.load(file)
+        except OSError as exc:
+            raise ConfigError(source, [f"cannot read the file: {exc.strerror}"]) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, [f"not valid TOML: {exc}"]) from exc
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = error["msg"]
+            if message.startswith("Value error, "):
+                message = message[len("Value error, ") :]
+            problems.append(f"{_location(tuple(error['loc']))}: {message}")
+        raise ConfigError(source, problems) from None
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str):
+        # A JSON string is a valid TOML basic string for everything we produce.
+        import json
+
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def dump_toml(settings: Settings) -> str:
+    """The effective configuration as a TOML file ``load`` accepts back."""
+    lines = []
+    tables = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if name == "sites":
+            for site in value:
+                tables.append("")
+                tables.append("[[sites]]")
+                for key in Site.model_fields:
+                    item = getattr(site, key)
+                    if item is not None:
+                        tables.append(f"{key} = {_toml_value(item)}")
+        else:
+            lines.append(f"{name} = {_toml_value(value)}")
+    return "\n".join(lines + tables) + "\n"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SystemdEnvironment:
+    """What systemd told this process through its environment.
+
+    Attributes:
+        watchdog_usec: the watchdog interval in microseconds, 0 when off.
+        listen_fds: how many sockets systemd passed (socket activation), from fd 3.
+        journal: True when stderr is connected to the journal.
+    """
+
+    watchdog_usec: int = 0
+    listen_fds: int = 0
+    journal: bool = False
+
+
+def _for_this_process(pid_variable: str) -> bool:
+    pid = os.environ.get(pid_variable)
+    return pid is None or pid == str(os.getpid())
+
+
+def systemd_environment() -> SystemdEnvironment:
+    """Read ``WATCHDOG_USEC``, ``LISTEN_FDS`` and ``JOURNAL_STREAM``.
+
+    Each is honoured only when its ``*_PID`` companion names this process, as
+    sd_listen_fds(3) and sd_watchdog_enabled(3) require.
+    """
+    watchdog = 0
+    if _for_this_process("WATCHDOG_PID"):
+        try:
+            watchdog = max(0, int(os.environ.get("WATCHDOG_USEC", "0")))
+        except ValueError:
+            watchdog = 0
+    listen = 0
+    if "LISTEN_PID" in os.environ and _for_this_process("LISTEN_PID"):
+        try:
+            listen = max(0, int(os.environ.get("LISTEN_FDS", "0")))
+        except ValueError:
+            listen = 0
+    journal = False
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    if stream:
+        try:
+            device, inode = (int(part) for part in stream.split(":"))
+            info = os.fstat(2)
+            journal = (info.st_dev, info.st_ino) == (device, inode)
+        except (ValueError, OSError):
+            journal = False
+    return SystemdEnvironment(watchdog_usec=watchdog, listen_fds=listen, journal=journal)
