@@ -1,0 +1,448 @@
+// Wiring: the join form, the composer, the status line and the frames from the server.
+
+import { Transport, socketUrl } from "./transport.js";
+import { LogView, OnlineView, avatar, isHttpUrl } from "./view.js";
+
+const STORE_NAME = "pichat.name";
+const STORE_AVATAR = "pichat.avatar";
+// Per tab: a reload of a joined tab joins again at once; a new visit shows the form.
+const SESSION_JOINED = "pichat.joined";
+const JOIN_ERRORS = new Set(["bad_name", "name_too_long", "bad_avatar", "bad_since", "already_joined"]);
+// eslint-disable-next-line no-control-regex
+const NAME_CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
+// eslint-disable-next-line no-control-regex
+const TEXT_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/u;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  title: $("title"),
+  room: $("room"),
+  status: $("status"),
+  statusText: $("status-text"),
+  retry: $("retry"),
+  leave: $("leave"),
+  join: $("join"),
+  joinForm: $("join-form"),
+  joinName: $("join-name"),
+  joinAvatar: $("join-avatar"),
+  joinPreview: $("join-preview"),
+  joinError: $("join-error"),
+  chat: $("chat"),
+  composer: $("composer"),
+  text: $("composer-text"),
+  send: $("composer-send"),
+  count: $("composer-count"),
+  composerError: $("composer-error"),
+  online: $("online"),
+  onlineDetails: $("online-details"),
+};
+
+const state = {
+  title: "pichat",
+  limits: { text: 2000, name: 32, rate_messages: 10, rate_window: 10 },
+  name: "",
+  avatar: "",
+  you: null,
+  // True between a `welcome` and the end of that connection.
+  joined: false,
+  unread: 0,
+  // Texts sent and not yet seen back, oldest first: an error answer to a `say`
+  // gives the text back to the composer instead of losing it.
+  pending: [],
+  blockedUntil: 0,
+  transport: null,
+  countdown: null,
+};
+
+const log = new LogView($("log"), $("new-messages"));
+const online = new OnlineView($("online-list"), $("online-count"));
+
+/** Length as the server counts it (code points, not UTF-16 units). */
+function length(text) {
+  let count = 0;
+  for (const _ of text) count += 1;
+  return count;
+}
+
+function store(key, value) {
+  try {
+    if (value) localStorage.setItem(key, value);
+    else localStorage.removeItem(key);
+  } catch {
+    // Storage can be disabled (private mode, quota); remembering is only a convenience.
+  }
+}
+
+function recall(key, storage = localStorage) {
+  try {
+    return storage.getItem(key) || "";
+  } catch {
+    return "";
+  }
+}
+
+// ---- Site: title and limits -------------------------------------------------
+
+function applySite(site) {
+  if (typeof site.title === "string" && site.title) {
+    state.title = site.title;
+    ui.title.textContent = site.title;
+    updateTitle();
+  }
+  if (typeof site.room === "string") ui.room.textContent = `#${site.room}`;
+  if (site.limits && typeof site.limits === "object") {
+    state.limits = { ...state.limits, ...site.limits };
+    ui.joinName.maxLength = state.limits.name * 2;
+    updateComposer();
+  }
+}
+
+async function loadSite() {
+  try {
+    const response = await fetch("site.json", { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    applySite(await response.json());
+  } catch (error) {
+    // The welcome frame carries the same fields; the page works without this.
+    console.warn("pichat: cannot load site.json", error);
+  }
+}
+
+function updateTitle() {
+  document.title = state.unread > 0 ? `(${state.unread}) ${state.title}` : state.title;
+}
+
+// ---- Join ------------------------------------------------------------------
+
+function validateJoin(name, avatarUrl) {
+  if (!name) return "Enter a name to join.";
+  if (NAME_CONTROL.test(name)) return "A name cannot contain control characters.";
+  if (length(name) > state.limits.name) {
+    return `That name is too long: at most ${state.limits.name} characters.`;
+  }
+  if (avatarUrl && !isHttpUrl(avatarUrl)) {
+    return "The avatar must be a link starting with http:// or https:// (or left empty).";
+  }
+  if (length(avatarUrl) > 500) return "The avatar link is too long: at most 500 characters.";
+  return "";
+}
+
+function showJoin(error = "") {
+  ui.chat.hidden = true;
+  ui.online.hidden = true;
+  ui.leave.hidden = true;
+  ui.join.hidden = false;
+  ui.joinError.textContent = error;
+  ui.joinName.setAttribute("aria-invalid", error ? "true" : "false");
+  ui.joinName.focus();
+}
+
+function showChat() {
+  ui.join.hidden = true;
+  ui.chat.hidden = false;
+  ui.online.hidden = false;
+  ui.leave.hidden = false;
+  ui.joinError.textContent = "";
+}
+
+function join(name, avatarUrl) {
+  state.name = name;
+  state.avatar = avatarUrl;
+  store(STORE_NAME, name);
+  store(STORE_AVATAR, avatarUrl);
+  try {
+    sessionStorage.setItem(SESSION_JOINED, "1");
+  } catch {
+    // Without session storage a reload shows the (filled) form again.
+  }
+  showChat();
+  if (!state.transport) {
+    state.transport = new Transport(socketUrl(location), (since) => ({
+      type: "join",
+      name: state.name,
+      avatar: state.avatar,
+      since,
+    }));
+    state.transport.addEventListener("state", onState);
+    state.transport.addEventListener("frame", (event) => onFrame(event.detail));
+    state.transport.addEventListener("close", onClose);
+  }
+  state.transport.start();
+  ui.text.focus();
+}
+
+function leave(error = "") {
+  try {
+    sessionStorage.removeItem(SESSION_JOINED);
+  } catch {
+    // Nothing to forget.
+  }
+  state.joined = false;
+  if (state.transport) state.transport.stop();
+  showJoin(error);
+}
+
+function updatePreview() {
+  const url = ui.joinAvatar.value.trim();
+  ui.joinPreview.replaceChildren(avatar(url, ui.joinName.value.trim() || "?", "l"));
+}
+
+// ---- Connection state --------------------------------------------------------
+
+function setStatus(kind, text) {
+  ui.status.dataset.state = kind;
+  ui.statusText.textContent = text;
+}
+
+function onState(event) {
+  const { state: connection } = event.detail;
+  clearInterval(state.countdown);
+  state.countdown = null;
+  ui.retry.hidden = connection !== "waiting";
+  switch (connection) {
+    case "connecting":
+      setStatus("connecting", "Connecting…");
+      break;
+    case "open":
+      setStatus("connecting", "Joining…");
+      break;
+    case "waiting": {
+      const tick = () => {
+        const seconds = Math.max(1, Math.ceil((state.transport.retryAt - Date.now()) / 1000));
+        setStatus("waiting", `Reconnecting in ${seconds} s`);
+      };
+      tick();
+      state.countdown = setInterval(tick, 1000);
+      break;
+    }
+    case "stopped":
+    case "idle":
+      setStatus("idle", "Not connected");
+      break;
+    default:
+      console.warn("pichat: unknown connection state", connection);
+  }
+  updateComposer();
+}
+
+function onClose(event) {
+  const wasJoined = state.joined;
+  state.joined = false;
+  state.pending = [];
+  if (wasJoined) console.info("pichat: connection closed", event.detail.code, event.detail.reason);
+  updateComposer();
+}
+
+// ---- Frames ------------------------------------------------------------------
+
+function onFrame(frame) {
+  switch (frame.type) {
+    case "welcome":
+      onWelcome(frame);
+      break;
+    case "message":
+      onMessages([frame]);
+      break;
+    case "presence":
+      if (frame.event === "join") online.join({ name: frame.name, avatar: frame.avatar }, frame.count);
+      else if (frame.event === "leave") online.leave(frame.name, frame.count);
+      log.addPresence(frame.event, String(frame.name));
+      break;
+    case "error":
+      onError(frame);
+      break;
+    default:
+      console.warn("pichat: unknown frame type", frame.type, frame);
+  }
+}
+
+function onWelcome(frame) {
+  state.joined = true;
+  state.you = frame.you;
+  log.setMe(frame.you.name);
+  online.setMe(frame.you.name);
+  applySite(frame);
+  online.reset(Array.isArray(frame.online) ? frame.online : []);
+  const history = Array.isArray(frame.history) ? frame.history : [];
+  if (frame.gap) log.addNotice("Some messages were sent while you were away and are no longer kept.");
+  const fresh = onMessages(history, { live: false });
+  if (frame.resumed && fresh.length > 0) {
+    log.addNotice(fresh.length === 1 ? "Reconnected: 1 message you missed is above." : `Reconnected: ${fresh.length} messages you missed are above.`);
+  }
+  setStatus("online", "Online");
+  ui.composerError.textContent = "";
+  updateComposer();
+}
+
+function onMessages(messages, { live = true } = {}) {
+  const fresh = log.addMessages(messages.filter((message) => message && typeof message === "object"));
+  for (const message of fresh) {
+    state.transport.seen(message.id);
+    if (state.you && message.name === state.you.name && message.text === state.pending[0]) {
+      state.pending.shift();
+    } else if (live && document.hidden) {
+      state.unread += 1;
+    }
+  }
+  updateTitle();
+  return fresh;
+}
+
+function errorText(frame) {
+  const limits = state.limits;
+  switch (frame.code) {
+    case "rate_limited": {
+      const wait = Number(frame.retry_after);
+      return Number.isFinite(wait)
+        ? `You are sending too fast. Wait ${wait.toFixed(1)} s, then send again.`
+        : "You are sending too fast. Wait a moment, then send again.";
+    }
+    case "text_too_long":
+      return `That message is too long: at most ${limits.text} characters.`;
+    case "empty_text":
+      return "Write something before sending.";
+    case "bad_text":
+      return "That message contains control characters that cannot be sent.";
+    case "bad_name":
+      return "That name cannot be used: it is empty or contains control characters.";
+    case "name_too_long":
+      return `That name is too long: at most ${limits.name} characters.`;
+    case "bad_avatar":
+      return "The avatar must be a link starting with http:// or https:// (or left empty).";
+    case "not_joined":
+      return "You are not in the room yet; wait a moment and send again.";
+    default:
+      return `The server refused that (${frame.code}): ${frame.detail ?? "no detail"}.`;
+  }
+}
+
+function onError(frame) {
+  const text = errorText(frame);
+  if (JOIN_ERRORS.has(frame.code)) {
+    leave(text);
+    return;
+  }
+  // Every other error answers a `say`: give its text back if the box is empty.
+  const unsent = state.pending.shift();
+  if (unsent !== undefined && ui.text.value === "") {
+    ui.text.value = unsent;
+  }
+  if (frame.code === "rate_limited" && Number.isFinite(Number(frame.retry_after))) {
+    state.blockedUntil = Date.now() + Number(frame.retry_after) * 1000;
+    setTimeout(updateComposer, Number(frame.retry_after) * 1000 + 50);
+  }
+  ui.composerError.textContent = text;
+  updateComposer();
+}
+
+// ---- Composer ------------------------------------------------------------------
+
+function updateComposer() {
+  const text = ui.text.value;
+  const count = length(text);
+  const limit = state.limits.text;
+  ui.count.textContent = `${count} / ${limit}`;
+  ui.count.classList.toggle("over", count > limit);
+  ui.count.classList.toggle("near", count <= limit && count > limit * 0.9);
+  const connected = state.transport !== null && state.transport.state === "open" && state.joined;
+  ui.send.disabled = !connected;
+  ui.text.setAttribute("aria-invalid", count > limit ? "true" : "false");
+}
+
+function submitMessage() {
+  const text = ui.text.value;
+  const connected = state.transport !== null && state.transport.state === "open" && state.joined;
+  if (!connected) return;
+  if (text.trim() === "") {
+    ui.composerError.textContent = "Write something before sending.";
+    return;
+  }
+  if (length(text) > state.limits.text) {
+    ui.composerError.textContent = `That message is too long: at most ${state.limits.text} characters.`;
+    return;
+  }
+  if (TEXT_CONTROL.test(text)) {
+    ui.composerError.textContent = "That message contains control characters that cannot be sent.";
+    return;
+  }
+  if (Date.now() < state.blockedUntil) {
+    const wait = (state.blockedUntil - Date.now()) / 1000;
+    ui.composerError.textContent = `You are sending too fast. Wait ${wait.toFixed(1)} s, then send again.`;
+    return;
+  }
+  if (state.transport.send({ type: "say", text })) {
+    state.pending.push(text);
+    ui.text.value = "";
+    ui.composerError.textContent = "";
+    log.scrollToBottom();
+    updateComposer();
+  }
+}
+
+// ---- Events ------------------------------------------------------------------
+
+ui.joinForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = ui.joinName.value.trim();
+  const avatarUrl = ui.joinAvatar.value.trim();
+  const problem = validateJoin(name, avatarUrl);
+  if (problem) {
+    showJoin(problem);
+    return;
+  }
+  join(name, avatarUrl);
+});
+ui.joinName.addEventListener("input", updatePreview);
+ui.joinAvatar.addEventListener("change", updatePreview);
+ui.joinAvatar.addEventListener("input", updatePreview);
+
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  submitMessage();
+});
+ui.text.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+    event.preventDefault();
+    submitMessage();
+  }
+});
+ui.text.addEventListener("input", () => {
+  ui.composerError.textContent = "";
+  updateComposer();
+});
+
+ui.retry.addEventListener("click", () => state.transport?.reconnectNow());
+ui.leave.addEventListener("click", () => leave());
+
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) return;
+  state.unread = 0;
+  updateTitle();
+  // A phone suspends background tabs: coming back should not wait out a backoff.
+  state.transport?.reconnectNow();
+});
+window.addEventListener("online", () => state.transport?.reconnectNow());
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted && state.transport && state.transport.state !== "stopped") {
+    state.transport.start();
+  }
+});
+
+// ---- Start -------------------------------------------------------------------
+
+const wide = window.matchMedia("(min-width: 800px)");
+ui.onlineDetails.open = wide.matches;
+wide.addEventListener("change", () => {
+  ui.onlineDetails.open = wide.matches;
+});
+
+ui.joinName.value = recall(STORE_NAME);
+ui.joinAvatar.value = recall(STORE_AVATAR);
+updatePreview();
+updateComposer();
+loadSite();
+if (ui.joinName.value && recall(SESSION_JOINED, sessionStorage)) {
+  join(ui.joinName.value, ui.joinAvatar.value);
+} else {
+  showJoin();
+}

@@ -1,0 +1,159 @@
+// The connection to pichat: one WebSocket speaking `pichat.v1`, reconnected with
+// jittered exponential backoff, resumed with `since` so nothing is missed.
+//
+// Events (a Transport is an EventTarget):
+//   "state"   detail {state, delay, attempt}; state is one of
+//             "idle", "connecting", "open", "waiting", "stopped"
+//   "frame"   detail: the parsed JSON object of one server frame
+//   "close"   detail {code, reason, wasClean}
+
+export const PROTOCOL = "pichat.v1";
+
+/** The WebSocket URL for the page at `location`: same host, `wss:` under https. */
+export function socketUrl(location) {
+  const url = new URL("./", location.href);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  url.search = "";
+  url.hash = "";
+  return url.href;
+}
+
+/** Backoff delay in ms for the n-th retry (0-based): exponential, capped, jittered. */
+export function backoffDelay(attempt, { initial = 500, max = 15000, factor = 2, random = Math.random } = {}) {
+  const ceiling = Math.min(max, initial * factor ** attempt);
+  // "Equal jitter": half fixed, half random, so a restarted daemon is not hit by
+  // every client at the same instant but nobody retries immediately either.
+  return Math.round(ceiling / 2 + random() * (ceiling / 2));
+}
+
+export class Transport extends EventTarget {
+  /**
+   * @param {string} url  ws: or wss: URL
+   * @param {(since: number|null) => object} hello  builds the `join` frame sent on every open
+   */
+  constructor(url, hello, options = {}) {
+    super();
+    this.url = url;
+    this.hello = hello;
+    this.options = options;
+    this.socket = null;
+    this.state = "idle";
+    this.attempt = 0;
+    this.timer = null;
+    this.retryAt = 0;
+    // The resume cursor: the highest message id this client has seen, or null
+    // before any. `joined` tells a first join (since null: the recent history)
+    // from a rejoin of a room that had no messages yet (since 0: all of them).
+    this.cursor = null;
+    this.joined = false;
+  }
+
+  /** Connect (or reconnect) until stop() is called. */
+  start() {
+    if (this.state === "connecting" || this.state === "open") return;
+    this.clearTimer();
+    this.connect();
+  }
+
+  /** Close on purpose: no reconnection until start() again. */
+  stop() {
+    this.clearTimer();
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) {
+      socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
+      if (socket.readyState <= WebSocket.OPEN) socket.close(1000, "bye");
+    }
+    this.setState("stopped");
+  }
+
+  /** Skip the wait: used when the tab comes back to the foreground or the network returns. */
+  reconnectNow() {
+    if (this.state !== "waiting") return;
+    this.clearTimer();
+    this.connect();
+  }
+
+  /** Send a frame; false when not connected (the caller keeps what it wanted to send). */
+  send(frame) {
+    if (this.state !== "open" || !this.socket) return false;
+    this.socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** Advance the resume cursor to a message id the page has shown. */
+  seen(id) {
+    if (Number.isSafeInteger(id) && (this.cursor === null || id > this.cursor)) this.cursor = id;
+  }
+
+  connect() {
+    this.setState("connecting");
+    let socket;
+    try {
+      socket = new WebSocket(this.url, PROTOCOL);
+    } catch (error) {
+      console.error("pichat: cannot open", this.url, error);
+      this.scheduleRetry();
+      return;
+    }
+    this.socket = socket;
+    socket.onopen = () => {
+      this.attempt = 0;
+      this.setState("open");
+      const since = this.cursor !== null ? this.cursor : this.joined ? 0 : null;
+      socket.send(JSON.stringify(this.hello(since)));
+    };
+    socket.onmessage = (event) => {
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (error) {
+        console.warn("pichat: frame is not JSON", error);
+        return;
+      }
+      if (frame === null || typeof frame !== "object") {
+        console.warn("pichat: frame is not an object", frame);
+        return;
+      }
+      if (frame.type === "welcome") this.joined = true;
+      this.dispatchEvent(new CustomEvent("frame", { detail: frame }));
+    };
+    // onerror is always followed by onclose, which does the work.
+    socket.onerror = () => {};
+    socket.onclose = (event) => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.dispatchEvent(
+        new CustomEvent("close", {
+          detail: { code: event.code, reason: event.reason, wasClean: event.wasClean },
+        }),
+      );
+      this.scheduleRetry();
+    };
+  }
+
+  scheduleRetry() {
+    const delay = backoffDelay(this.attempt, this.options.backoff);
+    this.attempt += 1;
+    this.retryAt = Date.now() + delay;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.connect();
+    }, delay);
+    this.setState("waiting", delay);
+  }
+
+  clearTimer() {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+  }
+
+  setState(state, delay = 0) {
+    this.state = state;
+    this.dispatchEvent(
+      new CustomEvent("state", { detail: { state, delay, attempt: this.attempt } }),
+    );
+  }
+}

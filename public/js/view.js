@@ -1,0 +1,291 @@
+// Rendering. Every piece of user text (names, avatar URLs, messages, server error
+// details) reaches the DOM through textContent, createTextNode or a property such
+// as `img.src` / `a.href`; never through innerHTML or markup strings.
+
+const AVATAR_COLOURS = 8;
+const URL_PATTERN = /\bhttps?:\/\/[^\s<>"'`]+/giu;
+const TRAILING_PUNCTUATION = /[.,;:!?)\]}'"»”’]+$/u;
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const dayTimeFormat = new Intl.DateTimeFormat(undefined, {
+  day: "numeric",
+  month: "short",
+  hour: "2-digit",
+  minute: "2-digit",
+});
+const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "medium" });
+
+// Avatar URLs whose picture failed once: later messages go straight to initials.
+const brokenAvatars = new Set();
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** Up to two letters for an initials avatar: first letters of the first two words. */
+export function initials(name) {
+  const words = String(name).trim().split(/[\s._-]+/u).filter(Boolean);
+  const letters = words.slice(0, 2).map((word) => Array.from(word)[0]);
+  const text = letters.join("") || "?";
+  return text.toLocaleUpperCase();
+}
+
+/** A stable colour class for a name (so a person keeps one colour). */
+export function colourClass(name) {
+  let hash = 0;
+  for (const char of String(name).toLowerCase()) {
+    hash = (hash * 31 + char.codePointAt(0)) >>> 0;
+  }
+  return `tint-${hash % AVATAR_COLOURS}`;
+}
+
+/** True for an absolute http: or https: URL, the only avatars the server accepts. */
+export function isHttpUrl(text) {
+  if (typeof text !== "string" || text === "") return false;
+  try {
+    const url = new URL(text);
+    return url.protocol === "http:" || url.protocol === "https:";
+  } catch {
+    return false;
+  }
+}
+
+function initialsAvatar(name, size) {
+  const node = element("span", `avatar avatar-${size} avatar-initials ${colourClass(name)}`, initials(name));
+  node.setAttribute("aria-hidden", "true");
+  return node;
+}
+
+/**
+ * The avatar of `name`: the picture at `url`, or generated initials when there is
+ * no usable URL or the picture does not load.
+ */
+export function avatar(url, name, size = "m") {
+  if (!isHttpUrl(url) || brokenAvatars.has(url)) return initialsAvatar(name, size);
+  const img = element("img", `avatar avatar-${size}`);
+  img.alt = "";
+  img.decoding = "async";
+  img.loading = "lazy";
+  img.referrerPolicy = "no-referrer";
+  // Listen before setting src: a cached failure can fire as soon as src is set.
+  img.addEventListener(
+    "error",
+    () => {
+      brokenAvatars.add(url);
+      img.replaceWith(initialsAvatar(name, size));
+    },
+    { once: true },
+  );
+  img.src = url;
+  return img;
+}
+
+/** Message text as DOM nodes: plain text, with http(s) URLs as safe links. */
+export function linkify(text) {
+  const fragment = document.createDocumentFragment();
+  let last = 0;
+  for (const match of text.matchAll(URL_PATTERN)) {
+    let href = match[0];
+    const trailing = href.match(TRAILING_PUNCTUATION);
+    if (trailing) href = href.slice(0, -trailing[0].length);
+    if (!isHttpUrl(href)) continue;
+    if (match.index > last) fragment.append(document.createTextNode(text.slice(last, match.index)));
+    const link = element("a", "msg-link", href);
+    link.href = href;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    fragment.append(link);
+    last = match.index + href.length;
+  }
+  if (last < text.length) fragment.append(document.createTextNode(text.slice(last)));
+  return fragment;
+}
+
+function timeElement(iso) {
+  const date = new Date(iso);
+  const node = element("time", "msg-time");
+  if (Number.isNaN(date.getTime())) return node;
+  const today = new Date();
+  const sameDay = date.toDateString() === today.toDateString();
+  node.dateTime = date.toISOString();
+  node.textContent = (sameDay ? timeFormat : dayTimeFormat).format(date);
+  node.title = fullFormat.format(date);
+  return node;
+}
+
+/** The chat log: messages in id order, each id once, plus presence and notice lines. */
+export class LogView {
+  constructor(log, newButton) {
+    this.log = log;
+    this.newButton = newButton;
+    this.byId = new Map();
+    this.lastId = -Infinity;
+    this.unseenBelow = 0;
+    this.me = null;
+    log.addEventListener("scroll", () => {
+      if (this.atBottom()) this.hideNewButton();
+    }, { passive: true });
+    newButton.addEventListener("click", () => {
+      this.scrollToBottom();
+      this.log.focus({ preventScroll: true });
+    });
+  }
+
+  /** Whose messages are "mine" (the name the server gave this client). */
+  setMe(name) {
+    this.me = name;
+  }
+
+  has(id) {
+    return this.byId.has(id);
+  }
+
+  /**
+   * Add messages (any order, duplicates allowed); returns the ones actually new.
+   * Messages after the last shown id are built in one fragment and inserted once.
+   */
+  addMessages(messages) {
+    const stick = this.atBottom();
+    const fresh = [];
+    const tail = document.createDocumentFragment();
+    const sorted = [...messages].sort((a, b) => a.id - b.id);
+    for (const message of sorted) {
+      if (!Number.isSafeInteger(message.id) || this.byId.has(message.id)) continue;
+      const node = this.messageElement(message);
+      this.byId.set(message.id, node);
+      fresh.push(message);
+      if (message.id > this.lastId) {
+        tail.append(node);
+        this.lastId = message.id;
+      } else {
+        this.insertInOrder(node, message.id);
+      }
+    }
+    this.log.append(tail);
+    this.afterInsert(stick, fresh.filter((message) => message.name !== this.me).length);
+    return fresh;
+  }
+
+  /** A line for someone joining or leaving. */
+  addPresence(event, name) {
+    const stick = this.atBottom();
+    const line = element("p", `line presence presence-${event}`);
+    line.append(element("span", "presence-name", name));
+    line.append(document.createTextNode(event === "join" ? " joined" : " left"));
+    this.log.append(line);
+    this.afterInsert(stick, 0);
+  }
+
+  /** A line from the page itself (reconnected, messages lost to retention). */
+  addNotice(text) {
+    const stick = this.atBottom();
+    this.log.append(element("p", "line notice", text));
+    this.afterInsert(stick, 0);
+  }
+
+  messageElement(message) {
+    const mine = this.me !== null && message.name === this.me;
+    const item = element("div", mine ? "msg mine" : "msg");
+    item.dataset.id = String(message.id);
+    item.append(avatar(message.avatar, message.name));
+    const body = element("div", "msg-body");
+    const meta = element("p", "msg-meta");
+    meta.append(element("span", "msg-name", message.name));
+    if (mine) meta.append(element("span", "you-tag", "you"));
+    meta.append(timeElement(message.date));
+    body.append(meta);
+    const text = element("p", "msg-text");
+    text.append(linkify(String(message.text)));
+    body.append(text);
+    item.append(body);
+    return item;
+  }
+
+  insertInOrder(node, id) {
+    // Rare (a message older than the newest shown): walk back from the end.
+    const messages = this.log.querySelectorAll(".msg");
+    for (let index = messages.length - 1; index >= 0; index -= 1) {
+      if (Number(messages[index].dataset.id) < id) {
+        messages[index].after(node);
+        return;
+      }
+    }
+    this.log.prepend(node);
+  }
+
+  atBottom() {
+    const { scrollHeight, scrollTop, clientHeight } = this.log;
+    return scrollHeight - scrollTop - clientHeight < 48;
+  }
+
+  scrollToBottom() {
+    this.log.scrollTop = this.log.scrollHeight;
+    this.hideNewButton();
+  }
+
+  afterInsert(stick, newFromOthers) {
+    if (stick) {
+      this.scrollToBottom();
+    } else if (newFromOthers > 0) {
+      this.unseenBelow += newFromOthers;
+      this.newButton.textContent =
+        this.unseenBelow === 1 ? "1 new message ↓" : `${this.unseenBelow} new messages ↓`;
+      this.newButton.hidden = false;
+    }
+  }
+
+  hideNewButton() {
+    this.unseenBelow = 0;
+    this.newButton.hidden = true;
+  }
+}
+
+/** The list of people online, with its count. */
+export class OnlineView {
+  constructor(list, count) {
+    this.list = list;
+    this.count = count;
+    this.people = new Map();
+    this.me = null;
+  }
+
+  setMe(name) {
+    this.me = name;
+  }
+
+  /** Replace the whole list (from a `welcome`). */
+  reset(people) {
+    this.people.clear();
+    for (const person of people) this.people.set(String(person.name).toLowerCase(), person);
+    this.render(this.people.size);
+  }
+
+  join(person, total) {
+    this.people.set(String(person.name).toLowerCase(), person);
+    this.render(total);
+  }
+
+  leave(name, total) {
+    this.people.delete(String(name).toLowerCase());
+    this.render(total);
+  }
+
+  render(total) {
+    const sorted = [...this.people.values()].sort((a, b) =>
+      String(a.name).localeCompare(String(b.name), undefined, { sensitivity: "base" }),
+    );
+    const fragment = document.createDocumentFragment();
+    for (const person of sorted) {
+      const item = element("li", "person");
+      item.append(avatar(person.avatar, person.name, "s"));
+      item.append(element("span", "person-name", person.name));
+      if (person.name === this.me) item.append(element("span", "you-tag", "you"));
+      fragment.append(item);
+    }
+    this.list.replaceChildren(fragment);
+    this.count.textContent = String(Number.isSafeInteger(total) ? total : this.people.size);
+  }
+}

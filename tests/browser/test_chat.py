@@ -1,0 +1,99 @@
+"""Two people chatting through the page, and what each of them sees."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.browser.chat import ChatClient
+from tests.browser.conftest import Tracked
+from tests.browser.pages import join, open_page, say, shown, wait_for_count, wait_online
+from tests.daemon import Daemon
+
+pytestmark = pytest.mark.browser
+
+Contexts = Callable[..., Tracked]
+
+
+def test_two_visitors_chat_both_ways(tmp_path: Path, contexts: Contexts) -> None:
+    """Two browsers join, each sees the other's messages and its own marked as its own."""
+    with Daemon(tmp_path, config={"title": "Test room"}) as d:
+        alice = contexts().new_page()
+        bob = contexts(viewport={"width": 360, "height": 740}).new_page()
+        join(alice, d.http_url, "alice")
+        join(bob, d.http_url, "bob")
+        alice.wait_for_selector("#log .presence-join >> text=bob")
+        say(alice, "hello bob")
+        wait_for_count(bob, 1)
+        say(bob, "hi alice")
+        wait_for_count(alice, 2)
+        wait_for_count(bob, 2)
+        for page, me in ((alice, "alice"), (bob, "bob")):
+            messages = shown(page)
+            assert [(m["name"], m["text"]) for m in messages] == [
+                ("alice", "hello bob"),
+                ("bob", "hi alice"),
+            ]
+            assert [m["mine"] for m in messages] == [m["name"] == me for m in messages]
+            assert messages[0]["id"] < messages[1]["id"]
+            assert page.title() == "Test room"
+            assert page.inner_text("#title") == "Test room"
+            assert page.inner_text("#online-count") == "2"
+            names = page.locator("#online-list .person-name").all_text_contents()
+            assert sorted(names) == ["alice", "bob"]
+
+
+def test_messages_show_the_local_time(tmp_path: Path, contexts: Contexts) -> None:
+    """A message's time is the server's UTC date shown in the reader's own time zone."""
+    with Daemon(tmp_path) as d:
+        with ChatClient(d.ws_url, "carol") as carol:
+            message = carol.say("what time is it?")
+        page = contexts(timezone_id="Asia/Kolkata", locale="en-GB").new_page()
+        join(page, d.http_url, "dave")
+        time = page.locator(f'#log .msg[data-id="{message["id"]}"] time')
+        sent = datetime.fromisoformat(message["date"].replace("Z", "+00:00"))
+        local = sent.astimezone(ZoneInfo("Asia/Kolkata"))
+        assert time.inner_text() == local.strftime("%H:%M")
+        assert time.get_attribute("datetime") == sent.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def test_reload_keeps_the_name_and_rejoins(tmp_path: Path, contexts: Contexts) -> None:
+    """A reload rejoins with the remembered name; a new tab offers it in the form."""
+    with Daemon(tmp_path) as d:
+        context = contexts()
+        page = context.new_page()
+        avatar = f"{d.http_url}/favicon.svg"
+        join(page, d.http_url, "Erin Example", avatar)
+        page.reload()
+        wait_online(page)
+        assert page.locator("#online-list .person-name").all_text_contents() == ["Erin Example"]
+        with ChatClient(d.ws_url, "frank") as frank:
+            names = [person["name"] for person in frank.welcome["online"]]
+            assert sorted(names) == ["Erin Example", "frank"]
+        second = context.new_page()
+        open_page(second, d.http_url)
+        assert second.input_value("#join-name") == "Erin Example"
+        assert second.input_value("#join-avatar") == avatar
+        assert second.is_visible("#join-form")
+
+
+def test_enter_sends_and_shift_enter_adds_a_line(tmp_path: Path, contexts: Contexts) -> None:
+    """Enter sends the message; Shift+Enter puts a newline into it instead."""
+    with Daemon(tmp_path) as d, ChatClient(d.ws_url, "reader") as reader:
+        page = contexts().new_page()
+        join(page, d.http_url, "writer")
+        page.click("#composer-text")
+        page.keyboard.type("first line")
+        page.keyboard.press("Shift+Enter")
+        page.keyboard.type("second line")
+        assert page.input_value("#composer-text") == "first line\nsecond line"
+        page.keyboard.press("Enter")
+        message = reader.expect("message", name="writer")
+        assert message["text"] == "first line\nsecond line"
+        assert page.input_value("#composer-text") == ""
+        wait_for_count(page, 1)
+        assert shown(page)[0]["text"] == "first line\nsecond line"
