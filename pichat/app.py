@@ -13,9 +13,11 @@ import logging
 import resource
 import signal
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
-from websockets.asyncio.server import Server, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.typing import Subprotocol
 
 from . import __version__
 from .protocol import LEGACY_SUBPROTOCOL, SUBPROTOCOL
@@ -41,6 +43,21 @@ def _raise_file_limit() -> None:
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def select_subprotocol(
+    connection: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """``pichat.v1`` or ``echo-protocol`` when offered; none at all is ``pichat.v1`` too.
+
+    websockets refuses a client that offers no subprotocol when the server has
+    some; command-line clients (websocat, curl) rarely send one, so pichat
+    accepts them and speaks ``pichat.v1``.
+    """
+    for name in (SUBPROTOCOL, LEGACY_SUBPROTOCOL):
+        if name in offered:
+            return Subprotocol(name)
+    return None
 
 
 def _describe(sock: socket.socket) -> str:
@@ -123,6 +140,7 @@ class Daemon:
             process_request=chat.process_request,
             process_response=chat.process_response,
             subprotocols=[SUBPROTOCOL, LEGACY_SUBPROTOCOL],
+            select_subprotocol=select_subprotocol,
             compression=None,  # deflate costs ~100 KiB per connection and CPU per frame
             ping_interval=None,  # one sweep for all clients instead (ChatServer._sweep)
             max_size=self.settings.max_frame_bytes,

@@ -26,7 +26,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -217,6 +217,13 @@ class ChatServer:
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP requests; admit or refuse WebSocket handshakes."""
+        try:
+            return self._process_request(connection, request)
+        except MultipleValuesError as exc:
+            # A repeated Host or Origin is ambiguous: refuse rather than guess.
+            return self._plain(http.HTTPStatus.BAD_REQUEST, f"Bad request: repeated {exc}\n")
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         headers = request.headers
         host = headers.get("Host")
         site = self.sites.pick(host)
@@ -505,9 +512,12 @@ class ChatServer:
             if connection.protocol.state is not State.OPEN:
                 continue
             transport = connection.transport
-            transport.write(data)
+            # What is still buffered from earlier turns is what the client failed
+            # to read; a burst written this turn is not held against it.
             if transport.get_write_buffer_size() > limit:
                 self._drop_slow(client)
+                continue
+            transport.write(data)
 
     def _drop_slow(self, client: Client) -> None:
         """A client stopped reading: close it (1008) so nobody else waits for it."""

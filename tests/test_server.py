@@ -1,0 +1,480 @@
+"""The daemon over real sockets: every protocol rule, history, limits, legacy clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.conftest import join, open_client, recv, recv_type, say
+from tests.daemon import TIMEOUT, Daemon
+
+DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+async def test_join_gets_welcome_with_online_list(daemon: Daemon) -> None:
+    """A join is answered by a welcome naming you, the room, its title and who is online."""
+    ws, welcome = await join(daemon, "alice", "https://example.org/a.png")
+    assert welcome["you"] == {"name": "alice", "avatar": "https://example.org/a.png"}
+    assert welcome["room"] == "lobby"
+    assert welcome["title"] == "pichat"
+    assert welcome["online"] == [{"name": "alice", "avatar": "https://example.org/a.png"}]
+    assert welcome["history"] == []
+    assert welcome["resumed"] is False and welcome["gap"] is False
+    assert welcome["limits"]["text"] == 2000
+    await ws.close()
+
+
+async def test_message_reaches_everyone_including_sender(daemon: Daemon) -> None:
+    """A say is broadcast to every member, sender included, with server id and date."""
+    a, _ = await join(daemon, "alice")
+    b, _ = await join(daemon, "bob")
+    presence = await recv(a)
+    assert presence == {
+        "type": "presence",
+        "event": "join",
+        "name": "bob",
+        "avatar": "",
+        "count": 2,
+    }
+    await say(a, "hello")
+    got_a = await recv_type(a, "message")
+    got_b = await recv_type(b, "message")
+    assert got_a == got_b
+    assert got_a["text"] == "hello" and got_a["name"] == "alice" and got_a["id"] == 1
+    assert DATE.match(got_a["date"])
+    await say(b, "hi")
+    assert (await recv_type(a, "message"))["id"] == 2
+    await a.close()
+    await b.close()
+
+
+async def test_leave_sends_presence_with_count(daemon: Daemon) -> None:
+    """When a member leaves, the others get a leave presence with the new count."""
+    a, _ = await join(daemon, "alice")
+    b, _ = await join(daemon, "bob")
+    await recv(a)  # bob's join
+    await b.close()
+    leave = await recv(a)
+    assert leave == {"type": "presence", "event": "leave", "name": "bob", "avatar": "", "count": 1}
+    await a.close()
+
+
+async def test_second_person_with_same_name_gets_unique_name(daemon: Daemon) -> None:
+    """Two people online never share a name: the second gets a suffix in you.name."""
+    a, _ = await join(daemon, "Sam")
+    b, welcome = await join(daemon, "sam")
+    assert welcome["you"]["name"] == "sam (2)"
+    assert [m["name"] for m in welcome["online"]] == ["Sam", "sam (2)"]
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "bad_json"),
+        ("[1, 2]", "bad_frame"),
+        ('{"no": "type"}', "unknown_type"),
+        ('{"type": "dance"}', "unknown_type"),
+        ('{"type": "say", "text": "hi"}', "not_joined"),
+        ('{"type": "join", "name": ""}', "bad_name"),
+        ('{"type": "join", "name": "a\\u0007b"}', "bad_name"),
+        ('{"type": "join", "name": "' + "x" * 33 + '"}', "name_too_long"),
+        ('{"type": "join", "name": "a", "avatar": "javascript:alert(1)"}', "bad_avatar"),
+        ('{"type": "join", "name": "a", "since": -1}', "bad_since"),
+    ],
+)
+async def test_bad_frame_before_join_gets_error_and_connection_lives(
+    daemon: Daemon, frame: str, code: str
+) -> None:
+    """Each bad frame gets an error frame with its code, and the connection stays usable."""
+    ws = await open_client(daemon)
+    await ws.send(frame)
+    error = await recv(ws)
+    assert error["type"] == "error" and error["code"] == code and error["detail"]
+    await ws.send(json.dumps({"type": "join", "name": "ok"}))
+    assert (await recv_type(ws, "welcome"))["you"]["name"] == "ok"
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("", "empty_text"),
+        ("   \n ", "empty_text"),
+        ("x" * 2001, "text_too_long"),
+        ("bell\u0007", "bad_text"),
+        (42, "bad_frame"),
+    ],
+)
+async def test_bad_say_gets_error_and_connection_lives(
+    daemon: Daemon, text: Any, code: str
+) -> None:
+    """Empty, too long or control-character text is refused with its code; the next say works."""
+    ws, _ = await join(daemon, "alice")
+    await ws.send(json.dumps({"type": "say", "text": text}))
+    error = await recv(ws)
+    assert error["type"] == "error" and error["code"] == code
+    await say(ws, "line one\n\ttabbed line two")
+    assert (await recv_type(ws, "message"))["text"] == "line one\n\ttabbed line two"
+    await ws.close()
+
+
+async def test_second_join_is_refused(daemon: Daemon) -> None:
+    """A second join on one connection gets already_joined."""
+    ws, _ = await join(daemon, "alice")
+    await ws.send(json.dumps({"type": "join", "name": "again"}))
+    assert (await recv(ws))["code"] == "already_joined"
+    await ws.close()
+
+
+async def test_binary_frame_gets_error(daemon: Daemon) -> None:
+    """A binary frame gets binary_frame and the connection stays open."""
+    ws, _ = await join(daemon, "alice")
+    await ws.send(b"\x00\x01")
+    assert (await recv(ws))["code"] == "binary_frame"
+    await say(ws, "still here")
+    assert (await recv_type(ws, "message"))["text"] == "still here"
+    await ws.close()
+
+
+async def test_frame_over_transport_limit_closes_with_1009(daemon_factory: Any) -> None:
+    """A frame over max_frame_bytes closes the connection with code 1009."""
+    daemon = daemon_factory({"max_frame_bytes": 2048})
+    ws, _ = await join(daemon, "alice")
+    await ws.send(json.dumps({"type": "say", "text": "x" * 4000}))
+    with pytest.raises(ConnectionClosed):
+        await recv(ws)
+    assert ws.close_code == 1009
+
+
+async def test_rate_limit_gives_retry_after(daemon_factory: Any) -> None:
+    """Past rate_messages per rate_window a say gets rate_limited with retry_after."""
+    daemon = daemon_factory({"rate_messages": 3, "rate_window": 30.0})
+    ws, _ = await join(daemon, "alice")
+    for index in range(3):
+        await say(ws, f"m{index}")
+        assert (await recv_type(ws, "message"))["text"] == f"m{index}"
+    await say(ws, "one too many")
+    error = await recv(ws)
+    assert error["code"] == "rate_limited"
+    assert 0 < error["retry_after"] <= 10.0
+    await ws.close()
+
+
+async def test_history_replays_last_n_messages(daemon_factory: Any) -> None:
+    """A fresh join gets the last history_replay messages, oldest first."""
+    daemon = daemon_factory({"history_replay": 3, "rate_messages": 100})
+    ws, _ = await join(daemon, "alice")
+    for index in range(5):
+        await say(ws, f"m{index}")
+        await recv_type(ws, "message")
+    late, welcome = await join(daemon, "bob")
+    assert [m["text"] for m in welcome["history"]] == ["m2", "m3", "m4"]
+    assert [m["id"] for m in welcome["history"]] == [3, 4, 5]
+    await ws.close()
+    await late.close()
+
+
+async def test_resume_with_since_gets_exactly_the_missed_messages(daemon_factory: Any) -> None:
+    """since = last seen id returns exactly the messages after it: no gap, no duplicate."""
+    daemon = daemon_factory({"history_replay": 2, "rate_messages": 100})
+    writer, _ = await join(daemon, "writer")
+    for index in range(6):
+        await say(writer, f"m{index}")
+        await recv_type(writer, "message")
+    reader, welcome = await join(daemon, "reader", since=2)
+    assert [m["id"] for m in welcome["history"]] == [3, 4, 5, 6]
+    assert welcome["resumed"] is True and welcome["gap"] is False
+    up_to_date, welcome = await join(daemon, "third", since=6)
+    assert welcome["history"] == [] and welcome["resumed"] is True
+    await writer.close()
+    await reader.close()
+    await up_to_date.close()
+
+
+async def test_resume_reports_gap_when_retention_dropped_messages(daemon_factory: Any) -> None:
+    """When retention already dropped messages after since, gap is true."""
+    daemon = daemon_factory({"history_max_messages": 3, "history_replay": 3, "rate_messages": 100})
+    writer, _ = await join(daemon, "writer")
+    for index in range(6):
+        await say(writer, f"m{index}")
+        await recv_type(writer, "message")
+    reader, welcome = await join(daemon, "reader", since=1)
+    assert [m["id"] for m in welcome["history"]] == [4, 5, 6]
+    assert welcome["gap"] is True
+    await writer.close()
+    await reader.close()
+
+
+async def test_history_and_ids_survive_restart(daemon_factory: Any) -> None:
+    """After a restart the history is still there and ids continue where they were."""
+    daemon = daemon_factory()
+    ws, _ = await join(daemon, "alice")
+    await say(ws, "before")
+    await recv_type(ws, "message")
+    await ws.close()
+    daemon.restart()
+    ws, welcome = await join(daemon, "alice")
+    assert [(m["id"], m["text"]) for m in welcome["history"]] == [(1, "before")]
+    await say(ws, "after")
+    assert (await recv_type(ws, "message"))["id"] == 2
+    await ws.close()
+
+
+async def test_kill_9_loses_no_message_anyone_saw(daemon_factory: Any) -> None:
+    """Every message a client received before a SIGKILL is in the history afterwards."""
+    daemon = daemon_factory({"rate_messages": 1000})
+    ws, _ = await join(daemon, "alice")
+    seen = []
+    for index in range(50):
+        await say(ws, f"m{index}")
+    for _ in range(50):
+        seen.append((await recv_type(ws, "message"))["id"])
+    daemon.kill()
+    daemon.start()
+    reader, welcome = await join(daemon, "bob", since=0)
+    assert [m["id"] for m in welcome["history"]][: len(seen)] == seen
+    await reader.close()
+
+
+async def test_reconnect_after_restart_resumes_without_loss_or_duplicate(
+    daemon_factory: Any,
+) -> None:
+    """A client that reconnects after a restart with since gets what it missed, once each."""
+    daemon = daemon_factory({"rate_messages": 1000})
+    reader, _ = await join(daemon, "reader")
+    writer, _ = await join(daemon, "writer")
+    received: list[int] = []
+    for index in range(5):
+        await say(writer, f"a{index}")
+    for _ in range(5):
+        received.append((await recv_type(reader, "message"))["id"])
+    daemon.stop()
+    with pytest.raises(ConnectionClosed):
+        await recv(reader)
+    assert reader.close_code == 1001
+    daemon.start()
+    writer, _ = await join(daemon, "writer")
+    for index in range(5):
+        await say(writer, f"b{index}")
+    for _ in range(5):
+        await recv_type(writer, "message")
+    reader, welcome = await join(daemon, "reader", since=received[-1])
+    received += [m["id"] for m in welcome["history"]]
+    assert received == list(range(1, 11))
+    await writer.close()
+    await reader.close()
+
+
+async def test_legacy_client_gets_history_array_and_sees_v1_messages(daemon: Daemon) -> None:
+    """An echo-protocol client gets the history as a JSON array of JSON strings, then objects."""
+    v1, _ = await join(daemon, "alice", "https://example.org/a.png")
+    await say(v1, "<b>bold</b> & more")
+    await recv_type(v1, "message")
+    legacy = await open_client(daemon, "echo-protocol")
+    history = json.loads(await asyncio.wait_for(legacy.recv(), TIMEOUT))
+    assert isinstance(history, list) and all(isinstance(item, str) for item in history)
+    first = json.loads(history[0])
+    assert first["name"] == "alice"
+    assert first["message"] == "&lt;b&gt;bold&lt;/b&gt; &amp; more"
+    assert first["avatar"] == "https://example.org/a.png"
+    assert DATE.match(first["date"])
+    await say(v1, "<img src=x onerror=alert(1)>")
+    live = await recv(legacy)
+    assert set(live) == {"name", "avatar", "message", "date"}
+    assert live["message"] == "&lt;img src=x onerror=alert(1)&gt;"
+    await v1.close()
+    await legacy.close()
+
+
+async def test_legacy_messages_reach_v1_clients_unescaped(daemon: Daemon) -> None:
+    """What a legacy client sends goes to the same room; v1 clients get the raw text."""
+    v1, _ = await join(daemon, "alice")
+    legacy = await open_client(daemon, "echo-protocol")
+    await recv(legacy)  # history
+    await legacy.send(json.dumps({"name": "old", "avatar": "", "message": "a < b", "date": 0}))
+    message = await recv_type(v1, "message")
+    assert (message["name"], message["text"]) == ("old", "a < b")
+    echoed = await recv(legacy)
+    assert echoed["message"] == "a &lt; b"
+    await legacy.send(json.dumps({"name": "", "message": "x"}))
+    assert (await recv(legacy))["code"] == "bad_name"
+    await v1.close()
+    await legacy.close()
+
+
+async def test_foreign_origin_is_refused_with_403(daemon: Daemon) -> None:
+    """A browser Origin of another site gets HTTP 403 at the handshake."""
+    with pytest.raises(InvalidStatus) as caught:
+        await connect(daemon.ws_url, origin="http://evil.example", open_timeout=TIMEOUT)  # type: ignore[arg-type]
+    assert caught.value.response.status_code == 403
+
+
+async def test_same_host_and_listed_origins_are_accepted(daemon_factory: Any) -> None:
+    """The page's own origin and allowed_origins are accepted; no Origin is accepted too."""
+    daemon = daemon_factory({"allowed_origins": ["https://chat.example.org"]})
+    own = f"http://127.0.0.1:{daemon.port}"
+    for origin in (own, "https://chat.example.org", None):
+        ws = await connect(daemon.ws_url, origin=origin, open_timeout=TIMEOUT)  # type: ignore[arg-type]
+        await ws.close()
+
+
+async def test_connection_limits_answer_503(daemon_factory: Any) -> None:
+    """Over max_connections the handshake gets HTTP 503; a freed slot is usable again."""
+    daemon = daemon_factory({"max_connections": 2})
+    first = await open_client(daemon)
+    second = await open_client(daemon)
+    with pytest.raises(InvalidStatus) as caught:
+        await open_client(daemon)
+    assert caught.value.response.status_code == 503
+    await first.close()
+    await first.wait_closed()
+    for _ in range(50):  # the server notices the close asynchronously
+        try:
+            third = await open_client(daemon)
+            break
+        except InvalidStatus:
+            await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the freed slot was never reusable")
+    await second.close()
+    await third.close()
+
+
+async def test_repeated_host_header_is_a_bad_request(daemon: Daemon) -> None:
+    """A handshake with two Host headers gets HTTP 400, not a server error."""
+    with pytest.raises(InvalidStatus) as caught:
+        await open_client(daemon, additional_headers={"Host": "other.example"})
+    assert caught.value.response.status_code == 400
+
+
+async def test_per_address_limit_answers_503(daemon_factory: Any) -> None:
+    """Over max_connections_per_ip from one address the handshake gets HTTP 503."""
+    daemon = daemon_factory({"max_connections_per_ip": 1})
+    first = await open_client(daemon)
+    with pytest.raises(InvalidStatus) as caught:
+        await open_client(daemon)
+    assert caught.value.response.status_code == 503
+    await first.close()
+
+
+async def test_slow_reader_is_dropped_and_delays_nobody(daemon_factory: Any) -> None:
+    """A client that stops reading is disconnected once its queue is full; others get all."""
+    daemon = daemon_factory(
+        {
+            "send_queue_bytes": 65536,
+            "max_message_length": 40000,
+            "max_frame_bytes": 262144,
+            "rate_messages": 100000,
+        }
+    )
+    slow, _ = await join(daemon, "slow")
+    reader, _ = await join(daemon, "reader")
+    writer, _ = await join(daemon, "writer")
+    slow.transport.pause_reading()  # stops reading: the kernel buffers fill up
+    count = 600  # 18 MB: more than loopback's socket buffers can absorb
+
+    async def collect(ws: Any) -> list[str]:
+        texts: list[str] = []
+        while len(texts) < count:
+            texts.append((await recv_type(ws, "message", timeout=TIMEOUT * 3))["text"][:5])
+        return texts
+
+    readers = [asyncio.create_task(collect(reader)), asyncio.create_task(collect(writer))]
+    for index in range(count):
+        await say(writer, f"{index:05d}" + "x" * 30000)
+    expected = [f"{i:05d}" for i in range(count)]
+    assert await asyncio.gather(*readers) == [expected, expected]
+    for _ in range(100):
+        health = json.loads(await http_get(daemon, "/healthz"))
+        if health["online"]["lobby"] == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert health["online"]["lobby"] == 2
+    assert "send queue is full" in daemon.log()
+    slow.transport.abort()
+    await reader.close()
+    await writer.close()
+
+
+async def test_sigterm_closes_clients_with_1001_and_exits_0(daemon: Daemon) -> None:
+    """On SIGTERM every client gets close code 1001 and the daemon exits 0."""
+    ws, _ = await join(daemon, "alice")
+    legacy = await open_client(daemon, "echo-protocol")
+    assert daemon.stop() == 0
+    for client in (ws, legacy):
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(client.recv(), TIMEOUT)
+        assert client.close_code == 1001
+
+
+async def test_sites_pick_room_and_title_by_host(daemon_factory: Any, tmp_path: Any) -> None:
+    """The Host header picks a site: its own room, title and history; default for others."""
+    root = tmp_path / "other"
+    root.mkdir()
+    (root / "index.html").write_text("<h1>other site</h1>")
+    daemon = daemon_factory(
+        {
+            "sites": [
+                {
+                    "server_names": ["other.example", "*.other.example"],
+                    "document_root": str(root),
+                    "room": "other",
+                    "title": "Other room",
+                }
+            ]
+        }
+    )
+    other, welcome = await join(daemon, "o", host="www.other.example")
+    assert (welcome["room"], welcome["title"]) == ("other", "Other room")
+    lobby, welcome = await join(daemon, "l")
+    assert welcome["room"] == "lobby"
+    await say(other, "in other")
+    assert (await recv_type(other, "message"))["text"] == "in other"
+    await say(lobby, "in lobby")
+    assert (await recv_type(lobby, "message"))["text"] == "in lobby"
+    await say(other, "second")
+    assert (await recv_type(other, "message"))["text"] == "second"  # not "in lobby"
+    site = json.loads(await http_get(daemon, "/site.json", host="OTHER.example:8080"))
+    assert (site["title"], site["room"]) == ("Other room", "other")
+    page = await http_get(daemon, "/", host="other.example")
+    assert "other site" in page
+    await other.close()
+    await lobby.close()
+
+
+async def http_get(
+    daemon: Daemon, path: str, host: str | None = None, headers: dict[str, str] | None = None
+) -> str:
+    """A raw GET (no client-side path normalisation); returns the body of a 200."""
+    status, _, body = await raw_get(daemon, path, host, headers)
+    assert status == 200, (path, status)
+    return body.decode()
+
+
+async def raw_get(
+    daemon: Daemon, path: str, host: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """Send a GET exactly as written; returns status, headers (lower-case names), body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{daemon.port}'}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), TIMEOUT)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), parsed, body
