@@ -32,8 +32,8 @@ from .roots import DEBIAN_PATH, RootSpec, use_root
 
 __all__ = ["Container", "ContainerError", "TIMEOUT", "boot", "free_port"]
 
-# Every wait in these helpers is bounded by this (seconds); PICHAT_TEST_TIMEOUT scales it.
-TIMEOUT = float(os.environ.get("PICHAT_TEST_TIMEOUT", "60"))
+# Every wait in these helpers is bounded by this (seconds), scaled like tests/daemon.py's.
+TIMEOUT = 60.0 * float(os.environ.get("PICHAT_TEST_TIMEOUT_SCALE", "1"))
 
 _ENV = {
     "PATH": DEBIAN_PATH,

@@ -72,9 +72,9 @@ class RootSpec:
         name: the directory name under ``.cache/trixie/``.
         parent: the root this one is a copy of; ``None`` for the debootstrap base.
         packages: installed with ``apt-get install --no-install-recommends``.
-        download: fetched into apt's archive cache only (``--download-only``), so a
-            later ``apt install ./pichat_*.deb`` in a copy resolves its dependencies
-            without the network.
+        download: fetched, with their Recommends, into apt's archive cache only
+            (``--download-only``), so a later ``apt install ./pichat_*.deb`` in a
+            copy resolves its dependencies without the network.
         mask: units to ``systemctl mask`` (e.g. the gettys, useless in a container).
     """
 
@@ -126,7 +126,8 @@ BUILD = RootSpec(
 BOOT = RootSpec(
     "boot",
     parent=BASE,
-    packages=("systemd", "systemd-sysv", "dbus", "libpam-systemd"),
+    # man-db: "systemd-analyze verify" checks that Documentation=man:... pages exist.
+    packages=("systemd", "systemd-sysv", "dbus", "libpam-systemd", "man-db"),
     download=RUNTIME_PACKAGES,
     mask=("console-getty.service", "getty@.service", "systemd-networkd.service"),
 )
@@ -222,8 +223,8 @@ def _build(spec: RootSpec, work: Path) -> None:
         _log(f"downloading {' '.join(spec.download)}")
         chroot_run(
             work,
-            ["apt-get", "install", "-y", "-q", "--download-only", "--no-install-recommends"]
-            + list(spec.download),
+            # With Recommends: what a plain "apt install ./pichat_*.deb" pulls in.
+            ["apt-get", "install", "-y", "-q", "--download-only", *spec.download],
         )
     if spec.mask:
         chroot_run(work, ["systemctl", "mask", *spec.mask])

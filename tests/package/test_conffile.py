@@ -1,0 +1,93 @@
+"""The packaged configuration file and metadata agree with the daemon (no container)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pichat
+from pichat.settings import Settings, Site, load
+
+PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
+CONFFILE = PACKAGING / "pichat.toml"
+# Keys the package must set: the embedded defaults are relative to the working directory.
+PACKAGE_VALUES = {"state_dir": "/var/lib/pichat", "document_root": "/usr/share/pichat/public"}
+
+_KEY = re.compile(r"^#?(\w+) = ")
+
+
+def _sections() -> tuple[list[str], list[str]]:
+    """The conffile's top-level key lines and its commented [[sites]] example lines."""
+    top: list[str] = []
+    sites: list[str] = []
+    current = top
+    for line in CONFFILE.read_text().splitlines():
+        if line == "#[[sites]]":
+            current = sites
+        elif _KEY.match(line):
+            current.append(line)
+    return top, sites
+
+
+def _uncommented(lines: list[str]) -> dict[str, Any]:
+    return tomllib.loads("\n".join(line.removeprefix("#") for line in lines))
+
+
+def _default(field: Any) -> Any:
+    value = field.default
+    return str(value) if isinstance(value, Path) else value
+
+
+def test_conffile_lists_every_setting_once() -> None:
+    """Every key of pichat.settings.Settings appears in the conffile exactly once."""
+    top, _ = _sections()
+    keys = [_KEY.match(line).group(1) for line in top]  # type: ignore[union-attr]
+    assert sorted(keys) == sorted(set(keys)), "a key is listed twice"
+    assert set(keys) == set(Settings.model_fields) - {"sites"}
+    assert "#[[sites]]" in CONFFILE.read_text().splitlines()
+
+
+def test_conffile_commented_values_are_the_defaults() -> None:
+    """Each commented key shows the daemon's embedded default as a valid TOML value."""
+    top, _ = _sections()
+    commented = _uncommented([line for line in top if line.startswith("#")])
+    assert commented, "no commented keys found"
+    for key, value in commented.items():
+        assert value == _default(Settings.model_fields[key]), key
+
+
+def test_conffile_sets_the_package_paths() -> None:
+    """Only state_dir and document_root are set, to the paths the package uses."""
+    top, _ = _sections()
+    assert _uncommented([line for line in top if not line.startswith("#")]) == PACKAGE_VALUES
+
+
+def test_conffile_sites_example_lists_every_site_key() -> None:
+    """The commented [[sites]] example names every key of a site, with valid values."""
+    _, sites = _sections()
+    example = _uncommented(sites)
+    assert set(example) == set(Site.model_fields)
+    for key in ("room", "title", "allowed_origins"):
+        assert example[key] == _default(Site.model_fields[key]), key
+
+
+def test_conffile_is_accepted_by_the_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped file validates (its document_root swapped for the checkout's page)."""
+    public = PACKAGING.parent / "public"
+    monkeypatch.setenv("PICHAT_DOCUMENT_ROOT", str(public))
+    settings = load(CONFFILE)
+    assert settings.state_dir == Path("/var/lib/pichat")
+    assert settings.document_root == public.resolve()
+    assert settings.port == 3000
+
+
+def test_changelog_version_is_the_python_version() -> None:
+    """debian/changelog's newest version is pichat.__version__ (a native package)."""
+    first = (PACKAGING / "debian/changelog").read_text().splitlines()[0]
+    match = re.match(r"^pichat \(([^)]+)\) \w+; urgency=\w+$", first)
+    assert match, first
+    assert match.group(1) == pichat.__version__
