@@ -1,0 +1,427 @@
+"""``python -m bench``: pichat against the naive broadcaster, same load, same run.
+
+The servers run pinned to core 0 and this process (the load generator) to core 1.
+Each server is started twice: once for connections (start-up time, memory per idle
+connection at 0 / 1000 / 5000 clients, CPU and wake-ups of 100 idle clients,
+connection rate) and once for traffic (saturation throughput and paced latency with
+1000 clients); a few more bare starts sample the start-up time. The naive server
+goes first in each pair so that both see the same machine within a minute or two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from . import servers
+from .load import Generator, quiet
+from .proc import Usage, rss_kib, usage
+from .report import Metric, render, write_json
+from .servers import Kind
+
+__all__ = ["Plan", "main"]
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+SERVER_CPU = 0
+GENERATOR_CPU = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of everything a run does; ``--quick`` shrinks it for development."""
+
+    clients: int = 1000
+    many_clients: int = 5000
+    idle_clients: int = 100
+    idle_seconds: float = 30.0
+    senders: int = 10
+    window: int = 50
+    saturate_warmup: float = 2.0
+    saturate_seconds: float = 10.0
+    latency_rate: float = 50.0
+    latency_warmup: float = 1.0
+    latency_seconds: float = 10.0
+    extra_starts: int = 3
+
+
+QUICK = Plan(
+    many_clients=2000,
+    idle_seconds=5.0,
+    saturate_warmup=1.0,
+    saturate_seconds=3.0,
+    latency_warmup=0.5,
+    latency_seconds=3.0,
+    extra_starts=1,
+)
+
+
+def log(text: str) -> None:
+    """Progress on stderr, so that the table on stdout stays clean."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def usage_dict(spent: Usage) -> dict[str, float]:
+    """CPU and switches over an interval, with rates, for the JSON file."""
+    return {
+        "seconds": round(spent.wall, 3),
+        "cpu_seconds": round(spent.cpu, 3),
+        "cpu_share": round(spent.cpu / spent.wall, 3) if spent.wall else 0.0,
+        "voluntary_switches": spent.voluntary,
+        "involuntary_switches": spent.involuntary,
+        "switches_per_second": round(spent.switches / spent.wall, 2) if spent.wall else 0.0,
+    }
+
+
+async def connections_phase(kind: Kind, workdir: Path, plan: Plan) -> dict[str, Any]:
+    """Start-up, idle memory at 0 / n / many clients, idle CPU, connection rate."""
+    server = await servers.start(kind, workdir)
+    result: dict[str, Any] = {"ready_s": server.ready, "first_accept_s": server.first_accept}
+    log(f"{kind}: ready in {server.ready * 1000:.0f} ms (pid {server.pid}, port {server.port})")
+    generator = Generator(server.port)
+    try:
+        # One client in and out first: the first handshake imports and caches
+        # things once per process, which is not a per-connection cost.
+        await generator.connect(1)
+        generator.close_all()
+        await quiet(server.pid)
+        await asyncio.sleep(0.5)
+        rss = {0: rss_kib(server.pid)}
+
+        first = await generator.connect(plan.idle_clients)
+        await quiet(server.pid)
+        before = usage(server.pid)
+        pings = generator.counters.pings
+        log(f"{kind}: {plan.idle_clients} idle clients for {plan.idle_seconds:.0f} s")
+        await asyncio.sleep(plan.idle_seconds)
+        idle = usage(server.pid).since(before)
+        result["idle"] = {
+            "clients": plan.idle_clients,
+            **usage_dict(idle),
+            "pings_received": generator.counters.pings - pings,
+        }
+
+        rest = await generator.connect(plan.clients - plan.idle_clients)
+        seconds = first.seconds + rest.seconds
+        result["connect"] = {
+            "clients": plan.clients,
+            "seconds": round(seconds, 3),
+            "per_second": plan.clients / seconds,
+        }
+        log(f"{kind}: {plan.clients} clients connected at {plan.clients / seconds:.0f}/s")
+        await quiet(server.pid)
+        rss[plan.clients] = rss_kib(server.pid)
+
+        more = await generator.connect(plan.many_clients - plan.clients)
+        result["connect_more"] = {
+            "from": plan.clients,
+            "to": plan.many_clients,
+            "seconds": round(more.seconds, 3),
+            "per_second": more.rate,
+        }
+        log(
+            f"{kind}: {plan.many_clients} clients connected ({more.rate:.0f}/s from {plan.clients})"
+        )
+        waited = await quiet(server.pid, timeout=120)
+        rss[plan.many_clients] = rss_kib(server.pid)
+        result["settle_s"] = round(waited, 2)
+        result["rss_kib"] = rss
+        result["rss_per_connection_kib"] = {
+            n: (rss[n] - rss[0]) / n for n in (plan.clients, plan.many_clients)
+        }
+        log(
+            f"{kind}: RSS {rss[0]} / {rss[plan.clients]} / {rss[plan.many_clients]} KiB "
+            f"at 0 / {plan.clients} / {plan.many_clients} clients"
+        )
+    finally:
+        result["stop_s"] = await servers.stop(server)
+        generator.abort_all()
+    return result
+
+
+async def traffic_phase(kind: Kind, workdir: Path, plan: Plan) -> dict[str, Any]:
+    """Saturation throughput, then paced latency, with ``plan.clients`` clients."""
+    server = await servers.start(kind, workdir)
+    result: dict[str, Any] = {"ready_s": server.ready, "first_accept_s": server.first_accept}
+    generator = Generator(server.port)
+    try:
+        await generator.connect(plan.clients)
+        await quiet(server.pid)
+        log(f"{kind}: saturating with {plan.senders} senders for {plan.saturate_seconds:.0f} s")
+        run = await generator.saturate(
+            server.pid, plan.senders, plan.window, plan.saturate_warmup, plan.saturate_seconds
+        )
+        result["throughput"] = {
+            "clients": run.clients,
+            "senders": run.senders,
+            "window": run.window,
+            "seconds": round(run.seconds, 3),
+            "messages": run.messages_sent,
+            "deliveries": run.deliveries,
+            "deliveries_per_second": run.rate,
+            "server": usage_dict(run.server),
+            "generator": usage_dict(run.generator),
+        }
+        log(
+            f"{kind}: {run.rate:,.0f} deliveries/s; server CPU {run.server.cpu / run.seconds:.0%},"
+            f" generator CPU {run.generator.cpu / run.generator.wall:.0%}"
+        )
+        await quiet(server.pid)
+        log(f"{kind}: {plan.latency_rate:.0f} messages/s for {plan.latency_seconds:.0f} s")
+        probe = await generator.probe_latency(
+            server.pid, plan.senders, plan.latency_rate, plan.latency_warmup, plan.latency_seconds
+        )
+        result["latency"] = {
+            "clients": probe.clients,
+            "rate": probe.rate,
+            "messages": probe.messages,
+            "expected_deliveries": probe.expected,
+            "deliveries": len(probe.samples),
+            "p50_ms": probe.percentile(0.50),
+            "p90_ms": probe.percentile(0.90),
+            "p99_ms": probe.percentile(0.99),
+            "max_ms": probe.percentile(1.0),
+            "server": usage_dict(probe.server),
+            "generator": usage_dict(probe.generator),
+        }
+        log(
+            f"{kind}: latency p50 {probe.percentile(0.5):.1f} ms, "
+            f"p99 {probe.percentile(0.99):.1f} ms ({len(probe.samples)}/{probe.expected})"
+        )
+    finally:
+        result["stop_s"] = await servers.stop(server)
+        generator.abort_all()
+    return result
+
+
+async def start_phase(kind: Kind, workdir: Path, count: int) -> list[tuple[float, float]]:
+    """Bare starts: (READY or first accept, first accept) seconds of each."""
+    times = []
+    for number in range(count):
+        server = await servers.start(kind, workdir / f"start{number}")
+        times.append((server.ready, server.first_accept))
+        await servers.stop(server)
+    return times
+
+
+def metrics(results: dict[str, dict[str, Any]], plan: Plan) -> list[Metric]:
+    """The table's rows from both servers' results."""
+
+    def get(kind: str, *path: Any) -> float | None:
+        value: Any = results.get(kind)
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                return None
+            value = value[key]
+        return float(value)
+
+    def row(key: str, label: str, unit: str, *path: Any, **extra: Any) -> Metric:
+        return Metric(key, label, unit, get("pichat", *path), get("naive", *path), **extra)
+
+    n, many = plan.clients, plan.many_clients
+    return [
+        row(
+            "deliveries_per_second",
+            f"deliveries/s, {n} clients, {plan.senders} senders",
+            "/s",
+            "throughput",
+            "deliveries_per_second",
+            target=">= 1.3x naive",
+            check=lambda p, q: q is not None and p >= 1.3 * q,
+            digits=0,
+        ),
+        row(
+            "latency_p50_ms",
+            f"latency p50, {n} clients, {plan.latency_rate:.0f} msg/s",
+            "ms",
+            "latency",
+            "p50_ms",
+            digits=2,
+        ),
+        row(
+            "latency_p99_ms",
+            f"latency p99, {n} clients, {plan.latency_rate:.0f} msg/s",
+            "ms",
+            "latency",
+            "p99_ms",
+            target="<= naive",
+            check=lambda p, q: q is not None and p <= q,
+            digits=2,
+        ),
+        row(
+            "rss_per_connection_kib_n",
+            f"RSS per idle connection, {n} clients",
+            "KiB",
+            "rss_per_connection_kib",
+            n,
+        ),
+        row(
+            "rss_per_connection_kib_many",
+            f"RSS per idle connection, {many} clients",
+            "KiB",
+            "rss_per_connection_kib",
+            many,
+            target="<= 12 KiB",
+            check=lambda p, q: p <= 12.0,
+        ),
+        row(
+            "idle_cpu_seconds",
+            f"CPU time, {plan.idle_clients} idle clients, {plan.idle_seconds:.0f} s",
+            "s",
+            "idle",
+            "cpu_seconds",
+            digits=3,
+        ),
+        row(
+            "idle_wakeups_per_second",
+            f"context switches/s, {plan.idle_clients} idle clients",
+            "/s",
+            "idle",
+            "switches_per_second",
+            target="<= 1/s",
+            check=lambda p, q: p <= 1.0,
+            digits=2,
+        ),
+        row(
+            "connections_per_second",
+            f"connections/s (join + welcome), 0 to {n}",
+            "/s",
+            "connect",
+            "per_second",
+            digits=0,
+        ),
+        row(
+            "ready_seconds",
+            "start to READY=1 (naive: first accept), median",
+            "s",
+            "ready_median_s",
+            target="<= 1 s",
+            check=lambda p, q: p <= 1.0,
+            digits=3,
+        ),
+        row(
+            "generator_cpu_saturated",
+            "load generator CPU share while saturating",
+            "",
+            "throughput",
+            "generator",
+            "cpu_share",
+            digits=2,
+        ),
+        row(
+            "server_cpu_saturated",
+            "server CPU share while saturating",
+            "",
+            "throughput",
+            "server",
+            "cpu_share",
+            digits=2,
+        ),
+    ]
+
+
+async def run(plan: Plan, kinds: list[Kind], workdir: Path) -> dict[str, dict[str, Any]]:
+    """Every phase for every server; the results by server."""
+    results: dict[str, dict[str, Any]] = {kind: {} for kind in kinds}
+    for kind in kinds:
+        results[kind].update(await connections_phase(kind, workdir / f"{kind}-connections", plan))
+    for kind in kinds:
+        traffic = await traffic_phase(kind, workdir / f"{kind}-traffic", plan)
+        results[kind]["traffic_ready_s"] = traffic.pop("ready_s")
+        results[kind]["traffic_first_accept_s"] = traffic.pop("first_accept_s")
+        results[kind]["traffic_stop_s"] = traffic.pop("stop_s")
+        results[kind].update(traffic)
+    for kind in kinds:
+        starts = await start_phase(kind, workdir / f"{kind}-starts", plan.extra_starts)
+        ready = [results[kind]["ready_s"], results[kind]["traffic_ready_s"]]
+        ready += [ready_s for ready_s, _ in starts]
+        results[kind]["ready_samples_s"] = ready
+        results[kind]["ready_median_s"] = statistics.median(ready)
+        log(f"{kind}: start to ready, median of {len(ready)}: {statistics.median(ready):.3f} s")
+    return results
+
+
+def pin() -> bool:
+    """Pin this process (the load generator) to core 1, leaving core 0 to the server."""
+    if (os.cpu_count() or 1) < 2:
+        log("one core only: nothing pinned, figures include contention")
+        return False
+    os.sched_setaffinity(0, {GENERATOR_CPU})
+    return True
+
+
+def raise_file_limit(needed: int) -> None:
+    """Raise the open-files limit for us and (inherited) the servers."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed if hard == resource.RLIM_INFINITY else min(hard, max(needed, soft))
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if want < needed:
+        log(f"open-files limit is {want}; {needed} wanted, connections may fail")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run for development (about a minute)"
+    )
+    parser.add_argument(
+        "--only", choices=["pichat", "naive"], help="measure one server (no ratios)"
+    )
+    parser.add_argument(
+        "--window", type=int, help="messages in flight while saturating (default 50)"
+    )
+    parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table, write the JSON file."""
+    args = parse_args(argv)
+    plan = QUICK if args.quick else Plan()
+    if args.window:
+        plan = Plan(**{**plan.__dict__, "window": args.window})
+    kinds: list[Kind] = ["naive", "pichat"]
+    if args.only:
+        kinds = [args.only]
+    if "pichat" in kinds and find_spec("pichat.cli") is None:
+        log("pichat.cli is not there yet: measuring the naive server only")
+        kinds.remove("pichat")
+    pinned = pin()
+    raise_file_limit(plan.many_clients + 1000)
+    began = datetime.datetime.now(datetime.UTC)
+    with tempfile.TemporaryDirectory(prefix="pichat-bench-") as tmp:
+        results = asyncio.run(run(plan, kinds, Path(tmp)))
+    rows = metrics(results, plan)
+    print()
+    print(render(rows))
+    document = {
+        "started": began.isoformat(timespec="seconds"),
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "plan": plan.__dict__,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "pinned": pinned,
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "load_average": os.getloadavg(),
+        },
+        "metrics": [metric.as_dict() for metric in rows],
+        "results": results,
+    }
+    write_json(args.json, document)
+    print(f"\nresults written to {args.json}")
+    return 0

@@ -1,0 +1,209 @@
+"""Starting and stopping the two servers under test, pinned to their core.
+
+Both run as child processes of the benchmark, pinned with ``taskset`` to the core the
+load generator does not use. pichat gets a config file and a state directory in a
+temporary directory, and a ``NOTIFY_SOCKET`` of our own, so its start-up time is
+measured to the ``READY=1`` datagram exactly as systemd would see it; the naive
+server has no readiness protocol, so its start-up time is to its first accepted
+TCP connection (measured for pichat too, for comparison).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["Kind", "Server", "ServerDied", "start", "stop"]
+
+Kind = Literal["pichat", "naive"]
+
+#: How long a server may take to come up before the benchmark gives up.
+START_TIMEOUT = 30.0
+#: How long a server may take to shut down after SIGTERM before it is killed.
+STOP_TIMEOUT = 20.0
+
+
+class ServerDied(RuntimeError):
+    """The server exited (or never came up); the message holds its log's tail."""
+
+
+@dataclass
+class Server:
+    """A running server process and what its start-up looked like."""
+
+    kind: Kind
+    process: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+    log: Path
+    started: float
+    #: Seconds from ``Popen`` to READY=1 (pichat) or to the first accepted connection.
+    ready: float = 0.0
+    #: Seconds from ``Popen`` to the first accepted TCP connection.
+    first_accept: float = 0.0
+    notify: socket.socket | None = None
+    #: Every sd_notify datagram: (seconds since start, text).
+    notifications: list[tuple[float, str]] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (taskset execs the server, so it is the same one)."""
+        return self.process.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the server's stderr, for error messages."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pichat_config(workdir: Path, port: int) -> Path:
+    """Write pichat's config for the benchmark: defaults, except limits that a
+    thousand clients on one address and saturating senders would trip."""
+    site = workdir / "site"
+    site.mkdir(exist_ok=True)
+    (site / "index.html").write_text("<!doctype html><title>bench</title>\n")
+    config = workdir / "pichat.toml"
+    config.write_text(
+        f'host = "127.0.0.1"\n'
+        f"port = {port}\n"
+        f'state_dir = "{workdir / "state"}"\n'
+        f'document_root = "{site}"\n'
+        "max_connections = 20000\n"
+        "max_connections_per_ip = 20000\n"
+        "rate_messages = 1000000\n"
+        "rate_window = 1.0\n"
+    )
+    return config
+
+
+def command(kind: Kind, workdir: Path, port: int) -> list[str]:
+    """The server's command line, pinned to core 0 when there are two cores or more."""
+    if kind == "pichat":
+        script = Path(sys.executable).with_name("pichat")
+        if script.exists():
+            argv = [str(script)]
+        else:
+            argv = [sys.executable, "-c", "from pichat.cli import main; main()"]
+        argv += ["serve", "--config", str(pichat_config(workdir, port))]
+    else:
+        argv = [sys.executable, "-m", "bench.naive", str(port)]
+    taskset = shutil.which("taskset")
+    if taskset and (os.cpu_count() or 1) >= 2:
+        argv = [taskset, "-c", "0", *argv]
+    return argv
+
+
+async def start(kind: Kind, workdir: Path) -> Server:
+    """Start a server and wait until it is ready (READY=1 for pichat) and accepting."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PICHAT_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    notify = None
+    if kind == "pichat":
+        path = workdir / "notify.sock"
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(path))
+        notify.setblocking(False)
+        env["NOTIFY_SOCKET"] = str(path)
+    else:
+        env.pop("NOTIFY_SOCKET", None)
+    argv = command(kind, workdir, port)
+    log = workdir / f"{kind}.log"
+    loop = asyncio.get_running_loop()
+    ready = asyncio.Event()
+    with log.open("wb") as stderr:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stderr,
+            stderr=stderr,
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    server = Server(kind, process, port, workdir, log, started, notify=notify)
+    if notify is not None:
+        # Drain every datagram for the server's whole life: a full socket buffer
+        # would block the daemon's sd_notify calls.
+        def on_notify() -> None:
+            while True:
+                try:
+                    data = notify.recv(4096)
+                except BlockingIOError:
+                    return
+                now = time.monotonic() - started
+                text = data.decode(errors="replace")
+                server.notifications.append((now, text))
+                if "READY=1" in text.splitlines() and not ready.is_set():
+                    server.ready = now
+                    ready.set()
+
+        loop.add_reader(notify.fileno(), on_notify)
+    try:
+        async with asyncio.timeout(START_TIMEOUT):
+            server.first_accept = await _first_accept(server)
+            if notify is not None:
+                await ready.wait()
+            else:
+                server.ready = server.first_accept
+    except BaseException:
+        await stop(server)
+        raise
+    return server
+
+
+async def _first_accept(server: Server) -> float:
+    loop = asyncio.get_running_loop()
+    while True:
+        if server.process.poll() is not None:
+            raise ServerDied(f"{server.kind} exited at start:\n{server.log_tail()}")
+        with socket.socket() as sock:
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, ("127.0.0.1", server.port))
+            except OSError:
+                await asyncio.sleep(0.002)
+                continue
+            return time.monotonic() - server.started
+
+
+async def stop(server: Server) -> float:
+    """SIGTERM, wait for the exit (SIGKILL after :data:`STOP_TIMEOUT`); seconds taken."""
+    began = time.monotonic()
+    process = server.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        deadline = began + STOP_TIMEOUT
+        while process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if server.notify is not None:
+        asyncio.get_running_loop().remove_reader(server.notify.fileno())
+        server.notify.close()
+        server.notify = None
+    return time.monotonic() - began
