@@ -8,10 +8,10 @@ const STORE_AVATAR = "pichat.avatar";
 // Per tab: a reload of a joined tab joins again at once; a new visit shows the form.
 const SESSION_JOINED = "pichat.joined";
 const JOIN_ERRORS = new Set(["bad_name", "name_too_long", "bad_avatar", "bad_since", "already_joined"]);
-// eslint-disable-next-line no-control-regex
-const NAME_CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
-// eslint-disable-next-line no-control-regex
-const TEXT_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/u;
+// What the server refuses in names and texts: controls, lone surrogates, line and
+// paragraph separators, and bidi overrides (they let a name pass for another).
+const NAME_CONTROL = /[\p{Cc}\p{Cs}\p{Zl}\p{Zp}\u202a-\u202e\u2066-\u2069]/u;
+const TEXT_CONTROL = /(?![\n\t])[\p{Cc}\p{Cs}\p{Zl}\p{Zp}\u202a-\u202e\u2066-\u2069]/u;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -116,10 +116,11 @@ function updateTitle() {
 
 function validateJoin(name, avatarUrl) {
   if (!name) return "Enter a name to join.";
-  if (NAME_CONTROL.test(name)) return "A name cannot contain control characters.";
+  if (NAME_CONTROL.test(name)) return "A name cannot contain control or text-direction characters.";
   if (length(name) > state.limits.name) {
     return `That name is too long: at most ${state.limits.name} characters.`;
   }
+  if (/\s/u.test(avatarUrl)) return "The avatar link cannot contain spaces.";
   if (avatarUrl && !isHttpUrl(avatarUrl)) {
     return "The avatar must be a link starting with http:// or https:// (or left empty).";
   }
@@ -302,9 +303,9 @@ function errorText(frame) {
     case "empty_text":
       return "Write something before sending.";
     case "bad_text":
-      return "That message contains control characters that cannot be sent.";
+      return "That message contains control or text-direction characters that cannot be sent.";
     case "bad_name":
-      return "That name cannot be used: it is empty or contains control characters.";
+      return "That name cannot be used: it is empty or contains control or text-direction characters.";
     case "name_too_long":
       return `That name is too long: at most ${limits.name} characters.`;
     case "bad_avatar":
@@ -362,7 +363,8 @@ function submitMessage() {
     return;
   }
   if (TEXT_CONTROL.test(text)) {
-    ui.composerError.textContent = "That message contains control characters that cannot be sent.";
+    ui.composerError.textContent =
+      "That message contains control or text-direction characters that cannot be sent.";
     return;
   }
   if (Date.now() < state.blockedUntil) {
