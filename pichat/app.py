@@ -119,8 +119,8 @@ class Daemon:
 
         logger.info("stopping")
         self.notifier.stopping()
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
+        # A second SIGTERM while closing changes nothing; a reload is moot now.
+        loop.remove_signal_handler(signal.SIGHUP)
         await chat.stop_housekeeping()
         for server in servers:
             server.close()  # closes every connection with 1001 (going away)
@@ -132,6 +132,8 @@ class Daemon:
         await store.close()
         if watchdog is not None:
             watchdog.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
         logger.info("stopped")
         return 0
 
