@@ -22,7 +22,7 @@ import json
 import logging
 import struct
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
@@ -472,15 +472,25 @@ class ChatServer:
         frame = message.frames.get("v1")
         if frame is None:
             frame = message.frames["v1"] = wire_frame(message.v1_json())
-        queue = self.queue
-        for member in room.members:
-            queue(member, frame)
+        self._queue_all(room.members, frame)
         if room.listeners:
             legacy = message.frames.get("legacy")
             if legacy is None:
                 legacy = message.frames["legacy"] = wire_frame(message.legacy_json())
-            for listener in room.listeners:
-                queue(listener, legacy)
+            self._queue_all(room.listeners, legacy)
+
+    def _queue_all(self, clients: Iterable[Client], frame: bytes) -> None:
+        """:meth:`queue` for many clients: the broadcast's inner loop, kept lean."""
+        dirty = self._dirty
+        for client in clients:
+            if client.closed:
+                continue
+            pending = client.pending
+            if not pending:
+                dirty.append(client)
+            pending.append(frame)
+        if dirty and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     # Sending.
 
