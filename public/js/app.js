@@ -442,7 +442,8 @@ ui.joinName.value = recall(STORE_NAME);
 ui.joinAvatar.value = recall(STORE_AVATAR);
 updatePreview();
 updateComposer();
-loadSite();
+// The limits are known before an automatic rejoin, so a refusal can name them.
+await loadSite();
 if (ui.joinName.value && recall(SESSION_JOINED, sessionStorage)) {
   join(ui.joinName.value, ui.joinAvatar.value);
 } else {

@@ -35,11 +35,13 @@ export function initials(name) {
 
 /** A stable colour class for a name (so a person keeps one colour). */
 export function colourClass(name) {
-  let hash = 0;
+  // FNV-1a, then the high bits folded into the low ones the modulo keeps.
+  let hash = 0x811c9dc5;
   for (const char of String(name).toLowerCase()) {
-    hash = (hash * 31 + char.codePointAt(0)) >>> 0;
+    hash = Math.imul(hash ^ char.codePointAt(0), 0x01000193);
   }
-  return `tint-${hash % AVATAR_COLOURS}`;
+  hash ^= hash >>> 15;
+  return `tint-${(hash >>> 0) % AVATAR_COLOURS}`;
 }
 
 /** True for an absolute http: or https: URL, the only avatars the server accepts. */
