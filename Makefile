@@ -7,9 +7,10 @@ BIN := $(VENV)/bin
 CACHE := .cache
 
 # Debian packages the test suite drives for real: Chromium for the page,
-# debootstrap + systemd-nspawn for the package and the Ansible role.
+# debootstrap + systemd-nspawn for the package and the Ansible role;
+# libjs-jquery for the seed tutorial's legacy page (tests/browser/test_legacy.py).
 HOST_PACKAGES := chromium fonts-dejavu-core debootstrap systemd-container \
-	openssh-client iproute2 ca-certificates util-linux
+	openssh-client iproute2 ca-certificates util-linux libjs-jquery
 
 .PHONY: run test test-fast lint bench deb deb-arm64-check clean venv dev-venv host-packages
 
