@@ -33,7 +33,9 @@ SOURCES = tuple(f"127.0.0.{n}" for n in range(2, 18))
 CONNECT_CONCURRENCY = 64
 #: The text of a saturating sender's message: a short chat line.
 LOAD_TEXT = "benchmark load: the quick brown fox jumps over the lazy dog"
-TIMESTAMP = re.compile(rb'"text": ?"L(\d+)')
+#: How long the backlog of a saturation run may take to reach every client.
+DRAIN_TIMEOUT = 120.0
+TIMESTAMP = re.compile(rb'"text": ?"L(\d+):(\d+)')
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class Throughput:
     deliveries: int
     server: Usage
     generator: Usage
+    #: Whether every client got every message before the drain timeout.
+    drained: bool
 
     @property
     def rate(self) -> float:
@@ -179,6 +183,7 @@ class Generator:
         """
         active = self.clients[:senders]
         base = {id(client): client.texts for client in active}
+        start = [client.texts for client in self.clients]
         state = {"sent": 0, "running": True}
         say = f'{{"type":"say","text":"{LOAD_TEXT}"}}'.encode()
 
@@ -207,18 +212,26 @@ class Generator:
             state["running"] = False
             for client in active:
                 client.on_count = None
-        await self.drain(timeout=30.0)
+        drained = await self.drain(start, state["sent"], timeout=DRAIN_TIMEOUT)
         return Throughput(
-            len(self.clients), senders, window, server.wall, sent, texts, server, generator
+            len(self.clients), senders, window, server.wall, sent, texts, server, generator, drained
         )
 
-    async def drain(self, timeout: float) -> None:
-        """Wait until nothing has arrived for a quarter of a second (or ``timeout``)."""
+    async def drain(self, start: list[int], sent: int, timeout: float) -> bool:
+        """Wait until every client has received all ``sent`` messages; False on timeout.
+
+        The next phase must not start behind a backlog: a server may still hold
+        megabytes of queued frames when its senders stop.
+        """
         deadline = time.monotonic() + timeout
-        last = -1
-        while time.monotonic() < deadline and self.counters.bytes != last:
-            last = self.counters.bytes
-            await asyncio.sleep(0.25)
+        while time.monotonic() < deadline:
+            if all(
+                client.texts - before >= sent
+                for client, before in zip(self.clients, start, strict=True)
+            ):
+                return True
+            await asyncio.sleep(0.1)
+        return False
 
     async def probe_latency(
         self,
@@ -232,27 +245,23 @@ class Generator:
 
         Each message carries its send time (``time.monotonic_ns()``, same machine);
         every client notes the receive time of each chunk and the difference for
-        each message in it. Only messages sent after the warm-up count.
+        each message in it. Only messages after the warm-up's count.
         """
         loop = asyncio.get_running_loop()
         active = self.clients[:senders]
         samples: list[int] = []
         total = round(rate * (warmup + seconds))
         skipped = round(rate * warmup)
-        began = time.monotonic_ns()
-        counted_from = began + round(warmup * 1e9)
         finished = loop.create_future()
 
         def on_text(client: BenchClient, payload: bytes, now: int) -> None:
             found = TIMESTAMP.search(payload)
-            if found is not None:
-                sent = int(found[1])
-                if sent >= counted_from:
-                    samples.append(now - sent)
+            if found is not None and int(found[1]) >= skipped:
+                samples.append(now - int(found[2]))
 
         def send(index: int) -> None:
             active[index % len(active)].send_text(
-                f'{{"type":"say","text":"L{time.monotonic_ns()}"}}'.encode()
+                f'{{"type":"say","text":"L{index}:{time.monotonic_ns()}"}}'.encode()
             )
             if index + 1 == total and not finished.done():
                 finished.set_result(None)

@@ -47,19 +47,20 @@ class Plan:
     idle_clients: int = 100
     idle_seconds: float = 30.0
     senders: int = 10
-    window: int = 50
-    saturate_warmup: float = 2.0
-    saturate_seconds: float = 10.0
+    window: int = 200
+    rounds: int = 3
+    saturate_warmup: float = 1.0
+    saturate_seconds: float = 5.0
     latency_rate: float = 50.0
     latency_warmup: float = 1.0
-    latency_seconds: float = 10.0
+    latency_seconds: float = 5.0
     extra_starts: int = 3
 
 
 QUICK = Plan(
     many_clients=2000,
     idle_seconds=5.0,
-    saturate_warmup=1.0,
+    rounds=1,
     saturate_seconds=3.0,
     latency_warmup=0.5,
     latency_seconds=3.0,
@@ -150,59 +151,135 @@ async def connections_phase(kind: Kind, workdir: Path, plan: Plan) -> dict[str, 
     return result
 
 
-async def traffic_phase(kind: Kind, workdir: Path, plan: Plan) -> dict[str, Any]:
-    """Saturation throughput, then paced latency, with ``plan.clients`` clients."""
-    server = await servers.start(kind, workdir)
-    result: dict[str, Any] = {"ready_s": server.ready, "first_accept_s": server.first_accept}
-    generator = Generator(server.port)
+def percentile(samples: list[int], fraction: float) -> float:
+    """A percentile of nanosecond samples, in milliseconds (nearest rank)."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
+    return ordered[index] / 1e6
+
+
+def rounds_order(kinds: list[Kind], number: int) -> list[Kind]:
+    """Alternate which server goes first, so that neither always follows the other."""
+    return kinds if number % 2 == 0 else kinds[::-1]
+
+
+async def traffic_phase(kinds: list[Kind], workdir: Path, plan: Plan) -> dict[str, dict[str, Any]]:
+    """Saturation throughput, then paced latency, with ``plan.clients`` clients each.
+
+    Both servers run side by side (each idle while the other is measured) and the
+    measurement alternates between them round by round: the machine is shared, and
+    interleaving puts a slow minute on both sides of the ratio instead of one.
+    """
+    results: dict[str, dict[str, Any]] = {kind: {} for kind in kinds}
+    running: dict[str, servers.Server] = {}
+    generators: dict[str, Generator] = {}
     try:
-        await generator.connect(plan.clients)
-        await quiet(server.pid)
-        log(f"{kind}: saturating with {plan.senders} senders for {plan.saturate_seconds:.0f} s")
-        run = await generator.saturate(
-            server.pid, plan.senders, plan.window, plan.saturate_warmup, plan.saturate_seconds
-        )
-        result["throughput"] = {
-            "clients": run.clients,
-            "senders": run.senders,
-            "window": run.window,
-            "seconds": round(run.seconds, 3),
-            "messages": run.messages_sent,
-            "deliveries": run.deliveries,
-            "deliveries_per_second": run.rate,
-            "server": usage_dict(run.server),
-            "generator": usage_dict(run.generator),
-        }
-        log(
-            f"{kind}: {run.rate:,.0f} deliveries/s; server CPU {run.server.cpu / run.seconds:.0%},"
-            f" generator CPU {run.generator.cpu / run.generator.wall:.0%}"
-        )
-        await quiet(server.pid)
-        log(f"{kind}: {plan.latency_rate:.0f} messages/s for {plan.latency_seconds:.0f} s")
-        probe = await generator.probe_latency(
-            server.pid, plan.senders, plan.latency_rate, plan.latency_warmup, plan.latency_seconds
-        )
-        result["latency"] = {
-            "clients": probe.clients,
-            "rate": probe.rate,
-            "messages": probe.messages,
-            "expected_deliveries": probe.expected,
-            "deliveries": len(probe.samples),
-            "p50_ms": probe.percentile(0.50),
-            "p90_ms": probe.percentile(0.90),
-            "p99_ms": probe.percentile(0.99),
-            "max_ms": probe.percentile(1.0),
-            "server": usage_dict(probe.server),
-            "generator": usage_dict(probe.generator),
-        }
-        log(
-            f"{kind}: latency p50 {probe.percentile(0.5):.1f} ms, "
-            f"p99 {probe.percentile(0.99):.1f} ms ({len(probe.samples)}/{probe.expected})"
-        )
+        for kind in kinds:
+            server = running[kind] = await servers.start(kind, workdir / kind)
+            results[kind]["traffic_ready_s"] = server.ready
+            generators[kind] = Generator(server.port)
+            await generators[kind].connect(plan.clients)
+            await quiet(server.pid)
+        runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+        for number in range(plan.rounds):
+            for kind in rounds_order(kinds, number):
+                server = running[kind]
+                run = await generators[kind].saturate(
+                    server.pid,
+                    plan.senders,
+                    plan.window,
+                    plan.saturate_warmup,
+                    plan.saturate_seconds,
+                )
+                runs[kind].append(
+                    {
+                        "seconds": round(run.seconds, 3),
+                        "messages": run.messages_sent,
+                        "deliveries": run.deliveries,
+                        "deliveries_per_second": run.rate,
+                        "drained": run.drained,
+                        "deliveries_per_cpu_second": run.deliveries / run.server.cpu
+                        if run.server.cpu
+                        else float("nan"),
+                        "server": usage_dict(run.server),
+                        "generator": usage_dict(run.generator),
+                    }
+                )
+                log(
+                    f"{kind}: round {number + 1}/{plan.rounds}: {run.rate:,.0f} deliveries/s;"
+                    f" server CPU {run.server.cpu / run.seconds:.0%},"
+                    f" generator CPU {run.generator.cpu / run.generator.wall:.0%}"
+                )
+                await quiet(server.pid)
+        for kind in kinds:
+            results[kind]["throughput"] = {
+                "clients": plan.clients,
+                "senders": plan.senders,
+                "window": plan.window,
+                "rounds": runs[kind],
+                "deliveries_per_second": statistics.median(
+                    run["deliveries_per_second"] for run in runs[kind]
+                ),
+                "deliveries_per_cpu_second": statistics.median(
+                    run["deliveries_per_cpu_second"] for run in runs[kind]
+                ),
+                "server_cpu_share": statistics.median(
+                    run["server"]["cpu_share"] for run in runs[kind]
+                ),
+                "generator_cpu_share": max(run["generator"]["cpu_share"] for run in runs[kind]),
+            }
+        samples: dict[str, list[int]] = {kind: [] for kind in kinds}
+        probes: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+        for number in range(plan.rounds):
+            for kind in rounds_order(kinds, number):
+                server = running[kind]
+                probe = await generators[kind].probe_latency(
+                    server.pid,
+                    plan.senders,
+                    plan.latency_rate,
+                    plan.latency_warmup,
+                    plan.latency_seconds,
+                )
+                samples[kind].extend(probe.samples)
+                probes[kind].append(
+                    {
+                        "messages": probe.messages,
+                        "expected_deliveries": probe.expected,
+                        "deliveries": len(probe.samples),
+                        "p50_ms": probe.percentile(0.50),
+                        "p99_ms": probe.percentile(0.99),
+                        "server": usage_dict(probe.server),
+                        "generator": usage_dict(probe.generator),
+                    }
+                )
+                log(
+                    f"{kind}: round {number + 1}/{plan.rounds}: latency"
+                    f" p50 {probe.percentile(0.5):.1f} ms, p99 {probe.percentile(0.99):.1f} ms"
+                    f" ({len(probe.samples)}/{probe.expected} deliveries);"
+                    f" server CPU {probe.server.cpu / probe.server.wall:.0%}"
+                )
+                await quiet(server.pid)
+        for kind in kinds:
+            pooled = samples[kind]
+            results[kind]["latency"] = {
+                "clients": plan.clients,
+                "rate": plan.latency_rate,
+                "rounds": probes[kind],
+                "deliveries": len(pooled),
+                "expected_deliveries": sum(probe["expected_deliveries"] for probe in probes[kind]),
+                "p50_ms": percentile(pooled, 0.50),
+                "p90_ms": percentile(pooled, 0.90),
+                "p99_ms": percentile(pooled, 0.99),
+                "max_ms": percentile(pooled, 1.0),
+            }
     finally:
-        result["stop_s"] = await servers.stop(server)
-        generator.abort_all()
-    return result
+        for name, process in running.items():
+            results[name]["traffic_stop_s"] = await servers.stop(process)
+            if name in generators:
+                generators[name].abort_all()
+    return results
 
 
 async def start_phase(kind: Kind, workdir: Path, count: int) -> list[tuple[float, float]]:
@@ -239,6 +316,14 @@ def metrics(results: dict[str, dict[str, Any]], plan: Plan) -> list[Metric]:
             "deliveries_per_second",
             target=">= 1.3x naive",
             check=lambda p, q: q is not None and p >= 1.3 * q,
+            digits=0,
+        ),
+        row(
+            "deliveries_per_cpu_second",
+            "deliveries per CPU second of the server",
+            "/s",
+            "throughput",
+            "deliveries_per_cpu_second",
             digits=0,
         ),
         row(
@@ -312,39 +397,43 @@ def metrics(results: dict[str, dict[str, Any]], plan: Plan) -> list[Metric]:
         ),
         row(
             "generator_cpu_saturated",
-            "load generator CPU share while saturating",
+            "load generator CPU share while saturating, max",
             "",
             "throughput",
-            "generator",
-            "cpu_share",
+            "generator_cpu_share",
             digits=2,
         ),
         row(
             "server_cpu_saturated",
-            "server CPU share while saturating",
+            "server CPU share while saturating, median",
             "",
             "throughput",
-            "server",
-            "cpu_share",
+            "server_cpu_share",
             digits=2,
         ),
     ]
 
 
-async def run(plan: Plan, kinds: list[Kind], workdir: Path) -> dict[str, dict[str, Any]]:
-    """Every phase for every server; the results by server."""
+async def run(
+    plan: Plan, kinds: list[Kind], workdir: Path, phases: set[str]
+) -> dict[str, dict[str, Any]]:
+    """The chosen phases for every server; the results by server."""
     results: dict[str, dict[str, Any]] = {kind: {} for kind in kinds}
-    for kind in kinds:
-        results[kind].update(await connections_phase(kind, workdir / f"{kind}-connections", plan))
-    for kind in kinds:
-        traffic = await traffic_phase(kind, workdir / f"{kind}-traffic", plan)
-        results[kind]["traffic_ready_s"] = traffic.pop("ready_s")
-        results[kind]["traffic_first_accept_s"] = traffic.pop("first_accept_s")
-        results[kind]["traffic_stop_s"] = traffic.pop("stop_s")
-        results[kind].update(traffic)
+    if "connections" in phases:
+        for kind in kinds:
+            connections = await connections_phase(kind, workdir / f"{kind}-connections", plan)
+            results[kind].update(connections)
+    if "traffic" in phases:
+        traffic = await traffic_phase(kinds, workdir / "traffic", plan)
+        for kind in kinds:
+            results[kind].update(traffic[kind])
+    if "starts" not in phases:
+        return results
     for kind in kinds:
         starts = await start_phase(kind, workdir / f"{kind}-starts", plan.extra_starts)
-        ready = [results[kind]["ready_s"], results[kind]["traffic_ready_s"]]
+        ready = [
+            results[kind][key] for key in ("ready_s", "traffic_ready_s") if key in results[kind]
+        ]
         ready += [ready_s for ready_s, _ in starts]
         results[kind]["ready_samples_s"] = ready
         results[kind]["ready_median_s"] = statistics.median(ready)
@@ -381,7 +470,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", choices=["pichat", "naive"], help="measure one server (no ratios)"
     )
     parser.add_argument(
-        "--window", type=int, help="messages in flight while saturating (default 50)"
+        "--window", type=int, help="messages in flight while saturating (default 200)"
+    )
+    parser.add_argument(
+        "--phases",
+        default="connections,traffic,starts",
+        help="comma-separated subset of connections,traffic,starts (default: all)",
     )
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results")
     return parser.parse_args(argv)
@@ -403,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_file_limit(plan.many_clients + 1000)
     began = datetime.datetime.now(datetime.UTC)
     with tempfile.TemporaryDirectory(prefix="pichat-bench-") as tmp:
-        results = asyncio.run(run(plan, kinds, Path(tmp)))
+        results = asyncio.run(run(plan, kinds, Path(tmp), set(args.phases.split(","))))
     rows = metrics(results, plan)
     print()
     print(render(rows))
