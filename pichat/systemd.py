@@ -32,10 +32,22 @@ class Notifier:
     def __init__(self) -> None:
         self._notifier = sdnotify.SystemdNotifier()
         self._status = ""
+        if self._notifier.socket is not None:
+            # A blocking send would stall the event loop whenever the receiver
+            # lags (its queue holds a few hundred datagrams): drop instead.
+            self._notifier.socket.setblocking(False)
+            self._notifier.debug = True  # raise, so that failures are logged here
 
     def send(self, *assignments: str) -> None:
-        """Send ``KEY=VALUE`` assignments in one datagram."""
-        self._notifier.notify("\n".join(assignments))
+        """Send ``KEY=VALUE`` assignments in one datagram; never blocks."""
+        if self._notifier.socket is None:
+            return
+        try:
+            self._notifier.notify("\n".join(assignments))
+        except BlockingIOError:
+            logger.warning("notify socket full, dropped %s", assignments[0])
+        except OSError as exc:
+            logger.warning("cannot notify systemd: %s", exc)
 
     def ready(self, status: str) -> None:
         """The service is up (also the end of a reload)."""

@@ -230,3 +230,15 @@ def test_plain_log_lines_outside_systemd(daemon: Daemon) -> None:
     """Without JOURNAL_STREAM the log lines have no priority prefix."""
     assert "INFO pichat.app: listening on 127.0.0.1" in daemon.log()
     assert "<6>" not in daemon.log()
+
+
+async def test_unread_notify_socket_never_stalls_the_daemon(tmp_path: Path) -> None:
+    """When nobody reads NOTIFY_SOCKET and its queue is full, chat goes on (drops, no block)."""
+    daemon = Daemon(tmp_path, env={"WATCHDOG_USEC": "20000"})  # a ping every 10 ms
+    with daemon:
+        await asyncio.sleep(1.0)  # the listener reads nothing: its queue fills up
+        ws, _ = await join(daemon, "alice")
+        await say(ws, "not stalled")
+        assert (await recv_type(ws, "message"))["text"] == "not stalled"
+        await ws.close()
+        assert "notify socket full" in daemon.log()
