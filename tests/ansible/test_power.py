@@ -116,7 +116,7 @@ def test_unneeded_services_are_stopped_and_disabled(pi: Pi) -> None:
 def test_cpu_governor_is_set_for_every_boot(pi: Pi) -> None:
     """The governor's tmpfiles line and the unit that re-applies it after raspi-config exist."""
     container = pi.target.container
-    assert "scaling_governor - - - - ondemand" in container.read(
+    assert "scaling_governor - - - - powersave" in container.read(
         "/etc/tmpfiles.d/pichat-cpufreq.conf"
     )
     assert container.show("pichat-cpufreq.service", "UnitFileState") == "enabled"
