@@ -551,6 +551,13 @@ def test_message_legacy_is_html_escaped() -> None:
     assert json.loads(m.legacy_json()) == expected
 
 
+def test_message_encodings_are_cached() -> None:
+    """Each encoding of a message is built once and reused for every client."""
+    m = message()
+    assert m.v1_json() is m.v1_json()
+    assert m.legacy_json() is m.legacy_json()
+
+
 def test_legacy_history_frame_is_array_of_json_strings() -> None:
     """The legacy history is a JSON array whose items are JSON-encoded message strings."""
     history = [message(1, text="<hi>"), message(2, name="bob", text="second")]

@@ -74,6 +74,7 @@ def test_pick_wildcard(host: str) -> None:
     [
         "example.org",
         "example.org:3000",
+        ".example.org",
         "evilexample.org",
         "example.org.evil.net",
         "chat.example.com",

@@ -102,6 +102,13 @@ def test_traversal_and_hidden_paths_are_refused(root: Path, url_path: str) -> No
     assert resolve(root, url_path) is None
 
 
+def test_backslash_is_refused_even_when_such_a_file_exists(root: Path) -> None:
+    """A decoded backslash is refused outright, even where it is an ordinary name character."""
+    (root / "back\\slash.txt").write_text("x")
+    assert resolve(root, "/back%5cslash.txt") is None
+    assert resolve(root, "/back\\slash.txt") is None
+
+
 def test_absolute_path_of_outside_file_is_refused(root: Path) -> None:
     """A URL path spelling the absolute file system path of an outside file gives None."""
     secret = root.parent / "outside" / "secret.txt"
