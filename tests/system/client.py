@@ -13,13 +13,15 @@ import urllib.request
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from .container import TIMEOUT
 
 __all__ = ["Chat", "get_json", "round_trip"]
 
 SUBPROTOCOL = "pichat.v1"
+# Bounds one opening handshake; a server mid-restart may accept and never answer.
+OPEN_TIMEOUT = TIMEOUT / 10
 
 
 def get_json(port: int, path: str, host: str = "127.0.0.1") -> Any:
@@ -49,7 +51,7 @@ class Chat:
 
     async def connect(self) -> dict[str, Any]:
         """Open a connection and join; returns the welcome (its history recorded)."""
-        self.ws = await connect(self.url, subprotocols=[SUBPROTOCOL], open_timeout=TIMEOUT)
+        self.ws = await connect(self.url, subprotocols=[SUBPROTOCOL], open_timeout=OPEN_TIMEOUT)
         since = self.last_id if self.welcomes else None
         await self.ws.send(json.dumps({"type": "join", "name": self.name, "since": since}))
         welcome = await self.expect("welcome")
@@ -65,7 +67,7 @@ class Chat:
         while True:
             try:
                 return await self.connect()
-            except (OSError, ConnectionClosed, TimeoutError):
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError):
                 if loop.time() > deadline:
                     raise
                 await asyncio.sleep(delay)

@@ -37,10 +37,16 @@ def source_files() -> list[str]:
     return sorted(name for name in listing.split("\0") if name and (REPO / name).is_file())
 
 
+# Copied into the build but not into the package: a change there needs no rebuild.
+_NOT_PACKAGED = ("tests/", "bench/", "ansible/", ".ci/")
+
+
 def _digest(version: str | None) -> str:
     digest = hashlib.sha256()
     digest.update(f"version={version}\nroot={BUILD.stamp}\n".encode())
     for name in source_files():
+        if name.startswith(_NOT_PACKAGED):
+            continue
         path = REPO / name
         digest.update(f"{name}\0{os.stat(path).st_mode & 0o111:o}\0".encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())

@@ -39,6 +39,8 @@ __all__ = [
     "DEBIAN_PATH",
     "MIRROR",
     "REPO",
+    "RUNTIME",
+    "RUNTIME_PACKAGES",
     "RootSpec",
     "chroot_run",
     "ensure_root",
@@ -72,9 +74,11 @@ class RootSpec:
         name: the directory name under ``.cache/trixie/``.
         parent: the root this one is a copy of; ``None`` for the debootstrap base.
         packages: installed with ``apt-get install --no-install-recommends``.
-        download: fetched, with their Recommends, into apt's archive cache only
-            (``--download-only``), so a later ``apt install ./pichat_*.deb`` in a
-            copy resolves its dependencies without the network.
+        download: fetched into apt's archive cache only (``--download-only
+            --no-install-recommends``), so a later ``apt-get install
+            --no-install-recommends ./pichat_*.deb`` in a copy resolves its
+            dependencies without the network. (Their Recommends, rich, pygments,
+            cryptography..., take a minute to byte-compile and pichat uses none.)
         mask: units to ``systemctl mask`` (e.g. the gettys, useless in a container).
     """
 
@@ -127,10 +131,16 @@ BOOT = RootSpec(
     "boot",
     parent=BASE,
     # man-db: "systemd-analyze verify" checks that Documentation=man:... pages exist.
-    packages=("systemd", "systemd-sysv", "dbus", "libpam-systemd", "man-db"),
+    # python3: installing it in a container takes ~30 s (the stdlib's byte-code);
+    # Ansible needs it on its targets anyway.
+    packages=("systemd", "systemd-sysv", "dbus", "libpam-systemd", "man-db", "python3"),
     download=RUNTIME_PACKAGES,
     mask=("console-getty.service", "getty@.service", "systemd-networkd.service"),
 )
+
+# BOOT with pichat's dependencies already installed: for tests that install the
+# .deb but do not test its dependencies (e.g. the Ansible role's).
+RUNTIME = RootSpec("runtime", parent=BOOT, packages=RUNTIME_PACKAGES)
 
 _STAMP_FILE = ".pichat-root-stamp"
 
@@ -223,8 +233,8 @@ def _build(spec: RootSpec, work: Path) -> None:
         _log(f"downloading {' '.join(spec.download)}")
         chroot_run(
             work,
-            # With Recommends: what a plain "apt install ./pichat_*.deb" pulls in.
-            ["apt-get", "install", "-y", "-q", "--download-only", *spec.download],
+            ["apt-get", "install", "-y", "-q", "--download-only", "--no-install-recommends"]
+            + list(spec.download),
         )
     if spec.mask:
         chroot_run(work, ["systemctl", "mask", *spec.mask])
@@ -284,7 +294,7 @@ def use_root(spec: RootSpec) -> Iterator[Path]:
 
 def main(argv: Sequence[str]) -> int:
     """``python3 -m tests.system NAME``: build root NAME if needed, print its path."""
-    specs = {spec.name: spec for spec in (BASE, BUILD, BOOT)}
+    specs = {spec.name: spec for spec in (BASE, BUILD, BOOT, RUNTIME)}
     if len(argv) != 1 or argv[0] not in specs:
         print(f"usage: python3 -m tests.system {{{','.join(specs)}}}", file=sys.stderr)
         return 2

@@ -1,0 +1,280 @@
+"""The installed package in a booted Debian 13 container: the service under systemd.
+
+One container per module (booting and installing take seconds); each test leaves
+the service as it found it: running, with the packaged configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from tests.package.conftest import Installed
+from tests.system import TIMEOUT, Container
+from tests.system.client import Chat, get_json, round_trip
+
+pytestmark = pytest.mark.system
+
+CONFFILE = "/etc/pichat/pichat.toml"
+UNIT = "pichat.service"
+# What a client sees while pichat restarts.
+DISCONNECTED = (ConnectionClosed, InvalidHandshake, OSError, TimeoutError)
+
+
+def set_key(container: Container, key: str, value: str) -> None:
+    """Uncomment the first (top-level) ``#key = ...`` line of the conffile, with ``value``."""
+    container.run(["sed", "-i", f"0,/^#{key} = .*/s//{key} = {value}/", CONFFILE])
+    assert f"\n{key} = {value}\n" in container.read(CONFFILE)
+
+
+def _main_pid(container: Container) -> int:
+    return int(container.show(UNIT, "MainPID"))
+
+
+@pytest.fixture
+def config(installed: Installed) -> Iterator[Container]:
+    """The container; the conffile is restored (and reloaded) after the test."""
+    container = installed.container
+    original = container.read(CONFFILE)
+    yield container
+    container.write(CONFFILE, original)
+    if container.show(UNIT, "ActiveState") == "active":
+        container.systemctl("reload", UNIT)
+
+
+def test_install_enables_and_starts_the_service(installed: Installed) -> None:
+    """apt install leaves pichat.service enabled, running, and answering /healthz."""
+    container = installed.container
+    assert container.systemctl("is-enabled", UNIT).stdout.strip() == "enabled"
+    assert container.show(UNIT, "SubState") == "running"
+    health = get_json(installed.port, "/healthz")
+    assert health["status"] == "ok"
+    assert health["version"] == installed.deb.name.split("_")[1]
+
+
+def test_socket_unit_is_installed_but_off(installed: Installed) -> None:
+    """pichat.socket ships disabled and inactive: the service binds its own port."""
+    container = installed.container
+    state = container.systemctl("is-enabled", "pichat.socket", check=False).stdout.strip()
+    assert state == "disabled"
+    assert container.show("pichat.socket", "ActiveState") == "inactive"
+
+
+def test_install_puts_files_in_place(installed: Installed) -> None:
+    """The command, page, conffile, man page, docs and state directory are where documented."""
+    container = installed.container
+    container.run(["test", "-x", "/usr/bin/pichat"])
+    container.run(["test", "-f", "/usr/share/pichat/public/index.html"])
+    conffiles = container.run(["dpkg-query", "-W", "-f=${Conffiles}", "pichat"]).stdout
+    assert CONFFILE in conffiles
+    assert container.run(["man", "-w", "8", "pichat"]).stdout.strip().endswith("pichat.8.gz")
+    for doc in ("copyright", "changelog.gz"):
+        container.run(["test", "-f", f"/usr/share/doc/pichat/{doc}"])
+    assert container.read("/usr/share/doc/pichat/copyright").startswith(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
+    )
+    # DynamicUser= + StateDirectory=: systemd made it; the history is in it.
+    container.run(["test", "-L", "/var/lib/pichat"])
+    container.run(["test", "-f", "/var/lib/private/pichat/history.sqlite3"])
+    page = container.run(["pichat", "--version"]).stdout
+    assert page.strip() == f"pichat {installed.deb.name.split('_')[1]}"
+
+
+async def test_chat_round_trip_on_the_configured_port(installed: Installed) -> None:
+    """Two clients on the configured port: one says something, both receive it once."""
+    welcome, message = await round_trip(installed.port)
+    assert welcome["title"] == "pichat"
+    assert message["text"] == "hello from the round trip"
+
+
+async def test_status_reports_connections(installed: Installed) -> None:
+    """STATUS= follows the number of connections."""
+    container = installed.container
+    chat = Chat(installed.port, "watcher")
+    await chat.connect()
+    try:
+        container.wait_for(
+            f"systemctl show -P StatusText {UNIT} | grep -q '^1 connection'",
+            what="STATUS= with 1 connection",
+        )
+    finally:
+        await chat.close()
+    container.wait_for(
+        f"systemctl show -P StatusText {UNIT} | grep -q '^0 connections'",
+        what="STATUS= with 0 connections",
+    )
+
+
+def test_log_lines_carry_journal_priorities(installed: Installed) -> None:
+    """pichat's stderr reaches the journal with its level as PRIORITY, prefix stripped."""
+    out = installed.container.run(
+        ["journalctl", "--no-pager", "-o", "json", "_SYSTEMD_UNIT=pichat.service"]
+    ).stdout
+    entries = [json.loads(line) for line in out.splitlines()]
+    ready = [entry for entry in entries if "ready" in str(entry.get("MESSAGE", ""))]
+    assert ready, "no 'ready' line in the journal"
+    assert all(entry["PRIORITY"] == "6" for entry in ready)
+    assert not [entry for entry in entries if str(entry.get("MESSAGE", "")).startswith("<")]
+
+
+async def test_reload_applies_a_new_title_and_keeps_clients(
+    installed: Installed, config: Container
+) -> None:
+    """systemctl reload with a changed title serves it at once; a connected client stays."""
+    pid = _main_pid(config)
+    chat = Chat(installed.port, "stayer")
+    await chat.connect()
+    try:
+        set_key(config, "title", '"Reloaded room"')
+        await asyncio.to_thread(config.systemctl, "reload", UNIT)
+        assert get_json(installed.port, "/site.json")["title"] == "Reloaded room"
+        # Same process, same connection: it can still talk.
+        said = await chat.say("still here after the reload")
+        assert said["text"] == "still here after the reload"
+        assert _main_pid(config) == pid
+    finally:
+        await chat.close()
+    fresh = Chat(installed.port, "newcomer")
+    welcome = await fresh.connect()
+    await fresh.close()
+    assert welcome["title"] == "Reloaded room"
+
+
+def test_reload_with_a_broken_config_keeps_the_old_one(
+    installed: Installed, config: Container
+) -> None:
+    """A reload with an invalid file logs the bad key and keeps serving the old config."""
+    pid = _main_pid(config)
+    set_key(config, "title", '"Broken"')
+    set_key(config, "rate_messages", "0")
+    cursor = config.journal_cursor()
+    config.systemctl("reload", UNIT)
+    assert config.show(UNIT, "ActiveState") == "active"
+    assert _main_pid(config) == pid
+    assert get_json(installed.port, "/site.json")["title"] == "pichat"
+    errors = config.run(
+        ["journalctl", "--no-pager", "-o", "cat", "-u", UNIT, "-p", "err"]
+        + ["--after-cursor", cursor]
+    ).stdout
+    assert "rate_messages" in errors, errors
+
+
+def test_watchdog_restarts_a_stopped_daemon(installed: Installed) -> None:
+    """kill -STOP freezes the event loop; the watchdog kills pichat and systemd restarts it."""
+    container = installed.container
+    drop_in = "/etc/systemd/system/pichat.service.d/test-watchdog.conf"
+    container.write(drop_in, "[Service]\nWatchdogSec=2s\n")
+    container.systemctl("daemon-reload")
+    container.systemctl("restart", UNIT)
+    try:
+        restarts = int(container.show(UNIT, "NRestarts"))
+        pid = _main_pid(container)
+        cursor = container.journal_cursor()
+        container.run(f"kill -STOP {pid}")  # the shell builtin: minbase has no procps
+        container.wait_for(
+            f'test "$(systemctl show -P NRestarts {UNIT})" -gt {restarts}',
+            what="a restart by the watchdog",
+        )
+        container.wait_property(UNIT, "SubState", "running")
+        assert _main_pid(container) != pid
+        assert (
+            "Watchdog timeout"
+            in container.run(
+                ["journalctl", "--no-pager", "-o", "cat", "--after-cursor", cursor]
+            ).stdout
+        )
+        assert get_json(installed.port, "/healthz")["status"] == "ok"
+    finally:
+        container.run(["rm", "-f", drop_in])
+        container.systemctl("daemon-reload")
+        container.systemctl("restart", UNIT)
+
+
+async def test_restart_with_resuming_clients_loses_and_duplicates_nothing(
+    installed: Installed, config: Container
+) -> None:
+    """Across systemctl restart, resuming clients see every message exactly once."""
+    container = config
+    # 30 messages in a few seconds from one address: above the default rate limit.
+    set_key(container, "rate_messages", "1000")
+    container.systemctl("reload", UNIT)
+    pid = _main_pid(container)
+    reader, writer = Chat(installed.port, "reader"), Chat(installed.port, "writer")
+    await reader.connect()
+    await writer.connect()
+    texts = [f"restart test {number}" for number in range(30)]
+
+    async def send(text: str) -> None:
+        while True:
+            try:
+                await writer.say(text)
+                return
+            except DISCONNECTED:
+                # Resume, then send again only if the server had not stored it.
+                await writer.close()
+                await writer.reconnect()
+                if any(message["text"] == text for message in writer.messages):
+                    return
+
+    async def write_all() -> None:
+        for text in texts[:10]:
+            await send(text)
+        # Keep talking while systemd stops and starts pichat.
+        restart = asyncio.create_task(asyncio.to_thread(container.systemctl, "restart", UNIT))
+        for text in texts[10:]:
+            await send(text)
+        await restart
+
+    async def read_until_last() -> None:
+        while not any(message["text"] == texts[-1] for message in reader.messages):
+            try:
+                await reader.expect("message")
+            except DISCONNECTED:
+                await reader.close()
+                await reader.reconnect()
+
+    await asyncio.wait_for(asyncio.gather(write_all(), read_until_last()), TIMEOUT)
+    await reader.close()
+    await writer.close()
+
+    assert _main_pid(container) != pid, "pichat was not restarted"
+    assert len(reader.welcomes) >= 2, "the reader never had to reconnect"
+    auditor = Chat(installed.port, "auditor")
+    await auditor.connect()
+    await auditor.close()
+    stored = [m for m in auditor.messages if m["text"].startswith("restart test ")]
+    assert [m["text"] for m in stored] == texts, "lost, duplicated or reordered messages"
+    seen = [m for m in reader.messages if m["text"].startswith("restart test ")]
+    assert [m["id"] for m in seen] == [m["id"] for m in stored]
+
+
+def test_systemd_analyze_verify_is_clean(installed: Installed) -> None:
+    """systemd-analyze verify finds nothing to say about either unit."""
+    result = installed.container.run(
+        ["systemd-analyze", "verify", UNIT, "pichat.socket"], check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""
+
+
+def test_exposure_is_at_most_1_5(installed: Installed) -> None:
+    """systemd-analyze security rates pichat.service at 1.5 or better."""
+    out = installed.container.run(
+        ["systemd-analyze", "security", "--no-pager", UNIT], check=False
+    ).stdout
+    match = re.search(r"Overall exposure level for pichat\.service: (\d+\.\d+)", out)
+    assert match, out
+    print(f"exposure: {match.group(1)}")
+    assert float(match.group(1)) <= 1.5, out
+
+
+def test_lintian_reports_no_errors_or_warnings(deb: Path) -> None:
+    """The build's lintian report (Debian 13's lintian) has no E: or W: tags."""
+    report = deb.with_name(deb.name.removesuffix(".deb") + ".lintian.txt").read_text()
+    assert not [line for line in report.splitlines() if line[:2] in ("E:", "W:")], report
