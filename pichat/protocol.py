@@ -230,6 +230,9 @@ def _load_object(data: str) -> dict[str, Any]:
         frame = json.loads(data)
     except ValueError:
         raise ProtocolError("bad_json", "frame is not valid JSON") from None
+    except RecursionError:
+        # json.loads recurses per nesting level; no pichat frame nests deeply.
+        raise ProtocolError("bad_frame", "frame is nested too deeply") from None
     if not isinstance(frame, dict):
         raise ProtocolError("bad_frame", "frame must be a JSON object")
     return frame

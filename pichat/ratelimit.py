@@ -35,8 +35,14 @@ class TokenBucket:
             return 0.0
         return (1.0 - self.tokens) / rate
 
-    def reconfigure(self, capacity: int, window: float) -> None:
-        """Apply new limits (on reload) without refunding or forgiving a burst."""
+    def reconfigure(self, capacity: int, window: float, now: float) -> None:
+        """Apply new limits (on reload) without refunding or forgiving a burst.
+
+        Time up to ``now`` refills at the old rate; only later time at the new one.
+        """
+        rate = self.capacity / self.window
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * rate)
+        self.updated = now
         self.capacity = capacity
         self.window = window
         self.tokens = min(self.tokens, float(capacity))

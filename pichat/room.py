@@ -56,7 +56,9 @@ class Room(Generic[M]):
         number = 2
         while True:
             suffix = f" ({number})"
-            candidate = name[: max(1, limit - len(suffix))].rstrip() + suffix
+            if len(suffix) >= limit:  # too short a limit for the readable form
+                suffix = str(number)
+            candidate = name[: max(0, limit - len(suffix))].rstrip() + suffix
             if candidate.casefold() not in self._taken:
                 return candidate
             number += 1

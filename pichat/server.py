@@ -168,9 +168,10 @@ class ChatServer:
         for room in self.rooms.values():
             room.retention = self.retention
             self.store.retention[room.name] = self.retention
+        now = time.monotonic()
         for client in self.clients:
             if client.bucket is not None:
-                client.bucket.reconfigure(settings.rate_messages, settings.rate_window)
+                client.bucket.reconfigure(settings.rate_messages, settings.rate_window, now)
 
     async def load_rooms(self) -> None:
         """Load the history of every configured room not loaded yet."""
@@ -595,9 +596,8 @@ class ChatServer:
     async def stop_housekeeping(self) -> None:
         """Stop the timers (at shutdown)."""
         self.shutting_down = True
-        for handle in (self._status_handle,):
-            if handle is not None:
-                handle.cancel()
+        if self._status_handle is not None:
+            self._status_handle.cancel()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             try:

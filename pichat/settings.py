@@ -11,6 +11,7 @@ validated :class:`Settings` or raises :class:`ConfigError` listing every bad key
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import tomllib
@@ -19,7 +20,12 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -236,6 +242,14 @@ def load(path: Path | None) -> Settings:
             raise ConfigError(source, [f"not valid TOML: {exc}"]) from exc
     try:
         return Settings(**data)
+    except SettingsError as exc:
+        # e.g. PICHAT_ALLOWED_ORIGINS=https://x.org: a list must be given as JSON.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = field.group(1) if field else "environment"
+        raise ConfigError(
+            source,
+            [f'{name}: PICHAT_{name.upper()} is not valid JSON (lists look like \'["a", "b"]\')'],
+        ) from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -255,9 +269,8 @@ def _toml_value(value: object) -> str:
         value = str(value)
     if isinstance(value, str):
         # A JSON string is a valid TOML basic string for everything we produce.
-        import json
-
-        return json.dumps(value, ensure_ascii=False)
+        # TOML wants DEL escaped too; JSON escapes the other controls already.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     raise TypeError(f"no TOML form for {value!r}")

@@ -39,7 +39,7 @@ DEFAULT_TYPE = "application/octet-stream"
 #: Revalidated on every load: they change together when pichat is upgraded.
 _REVALIDATE = frozenset({".html", ".js", ".mjs", ".css", ".json", ".webmanifest", ".map"})
 
-_HOST_SAFE = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,255}$")
+_HOST_SAFE = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,255}")
 
 
 def resolve(root: Path, url_path: str) -> Path | None:
@@ -149,7 +149,7 @@ def security_headers(host: str | None) -> list[tuple[str, str]]:
     hosts those avatars come from.
     """
     connect = "'self'"
-    if host and _HOST_SAFE.match(host):
+    if host and _HOST_SAFE.fullmatch(host):
         connect += f" ws://{host} wss://{host}"
     csp = (
         "default-src 'none'; script-src 'self'; style-src 'self'; "

@@ -60,7 +60,7 @@ def test_retry_after_is_time_until_next_token() -> None:
 def test_reconfigure_lower_capacity_clips_tokens() -> None:
     """Lowering the capacity removes tokens above the new capacity."""
     bucket = TokenBucket(10, 10.0, now=0.0)
-    bucket.reconfigure(2, 10.0)
+    bucket.reconfigure(2, 10.0, now=0.0)
     assert drain(bucket, 0.0) == 2
 
 
@@ -68,7 +68,7 @@ def test_reconfigure_does_not_refund() -> None:
     """Raising the capacity does not give back tokens already spent."""
     bucket = TokenBucket(2, 2.0, now=0.0)
     drain(bucket, 0.0)
-    bucket.reconfigure(10, 10.0)
+    bucket.reconfigure(10, 10.0, now=0.0)
     assert bucket.take(0.0) > 0
 
 
@@ -76,10 +76,18 @@ def test_reconfigure_applies_new_rate() -> None:
     """After a reconfigure tokens come back at the new rate and up to the new capacity."""
     bucket = TokenBucket(2, 2.0, now=0.0)
     drain(bucket, 0.0)
-    bucket.reconfigure(4, 1.0)
+    bucket.reconfigure(4, 1.0, now=0.0)
     assert bucket.take(0.25) == 0.0
     assert bucket.take(0.25) == pytest.approx(0.25)
     assert drain(bucket, 100.0) == 4
+
+
+def test_reconfigure_credits_past_time_at_the_old_rate() -> None:
+    """Time before a reconfigure refills at the old rate, not the new, faster one."""
+    bucket = TokenBucket(10, 10.0, now=0.0)
+    drain(bucket, 0.0)
+    bucket.reconfigure(100, 1.0, now=5.0)  # 5 s at 1 token/s earned 5 tokens
+    assert drain(bucket, 5.0) == 5
 
 
 @RELAXED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -97,11 +96,6 @@ def test_shortened_name_has_no_double_space() -> None:
     assert room.join(Member(), "abc defg", "", 8) == "abc (2)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="unique_name keeps at least one character of the name, so with max_name_length "
-    "< 5 (settings allow 1..4) the suffixed name exceeds the limit: 'ab' at limit 4 -> 'a (2)'",
-)
 def test_suffix_never_exceeds_small_limit() -> None:
     """Even with a small name limit the suffixed name stays within it."""
     room: Room[Member] = Room("lobby", Retention())
