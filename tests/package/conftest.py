@@ -20,6 +20,17 @@ def deb() -> Path:
     return build_deb()
 
 
+def deb_version(deb: Path) -> str:
+    """The version in a ``pichat_<version>_all.deb`` file name."""
+    return deb.name.split("_")[1]
+
+
+@pytest.fixture(scope="session")
+def next_deb(deb: Path) -> Path:
+    """The same source built as a later version (``<version>+upgrade1``), for upgrades."""
+    return build_deb(version=f"{deb_version(deb)}+upgrade1")
+
+
 @dataclass
 class Installed:
     """A booted container with the package installed, and the port pichat listens on."""
@@ -41,14 +52,14 @@ def port_drop_in(container: Container, port: int) -> None:
     )
 
 
-def apt_install(container: Container, deb: Path) -> str:
+def apt_install(container: Container, deb: Path, inside: str = DIST) -> str:
     """``apt install ./pichat_*.deb`` as a user would; returns apt's output.
 
     Without Recommends: those of pydantic and pydantic-settings (rich, pygments,
     cryptography...) take a minute to byte-compile, and pichat uses none of them.
     """
     result = container.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", f"{DIST}/{deb.name}"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", f"{inside}/{deb.name}"],
         timeout=300,
     )
     return result.stdout + result.stderr
