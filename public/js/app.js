@@ -318,9 +318,9 @@ function errorText(frame) {
 }
 
 function onError(frame) {
-  const text = errorText(frame);
   if (JOIN_ERRORS.has(frame.code)) {
-    leave(text);
+    leave();
+    siteLoaded.then(() => showJoin(errorText(frame)));
     return;
   }
   // Every other error answers a `say`: give its text back if the box is empty.
@@ -332,7 +332,7 @@ function onError(frame) {
     state.blockedUntil = Date.now() + Number(frame.retry_after) * 1000;
     setTimeout(updateComposer, Number(frame.retry_after) * 1000 + 50);
   }
-  ui.composerError.textContent = text;
+  ui.composerError.textContent = errorText(frame);
   updateComposer();
 }
 
@@ -442,8 +442,9 @@ ui.joinName.value = recall(STORE_NAME);
 ui.joinAvatar.value = recall(STORE_AVATAR);
 updatePreview();
 updateComposer();
-// The limits are known before an automatic rejoin, so a refusal can name them.
-await loadSite();
+// Fetched while the socket connects; a refusal of the join waits for it so the
+// message can name the site's limits.
+const siteLoaded = loadSite();
 if (ui.joinName.value && recall(SESSION_JOINED, sessionStorage)) {
   join(ui.joinName.value, ui.joinAvatar.value);
 } else {
