@@ -45,6 +45,10 @@ def test_two_visitors_chat_both_ways(tmp_path: Path, contexts: Contexts) -> None
             assert page.inner_text("#online-count") == "2"
             names = page.locator("#online-list .person-name").all_text_contents()
             assert sorted(names) == ["alice", "bob"]
+        bob.close()
+        alice.wait_for_selector("#log .presence-leave >> text=bob")
+        assert alice.inner_text("#online-count") == "1"
+        assert alice.locator("#online-list .person-name").all_text_contents() == ["alice"]
 
 
 def test_messages_show_the_local_time(tmp_path: Path, contexts: Contexts) -> None:

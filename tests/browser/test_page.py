@@ -68,6 +68,20 @@ def test_page_requests_nothing_from_other_origins(tmp_path: Path, contexts: Cont
         assert others == []
         assert tracked.websockets and set(tracked.websockets) == {d.ws_url}
         assert f"{d.http_url}/avatars/ada.svg" in tracked.requests
+        # A picture that loads is shown; a broken one and none at all become initials.
+        avatars = page.evaluate(
+            """() => Object.fromEntries(Array.from(document.querySelectorAll("#log .msg"), (m) => {
+                 const avatar = m.querySelector(".avatar");
+                 return [m.querySelector(".msg-name").textContent,
+                         `${avatar.tagName} ${avatar.textContent}`];
+               }))"""
+        )
+        assert avatars == {
+            "Ada Lovelace": "IMG ",
+            "grace": "SPAN G",
+            "Pi admin": "IMG ",
+            "Linus T": "SPAN LT",
+        }
 
 
 @pytest.mark.parametrize(
@@ -102,6 +116,9 @@ def test_screenshot(
             assert composer_box is not None
             assert composer_box["y"] + composer_box["height"] <= viewport["height"]
             assert [m["name"] for m in shown(page)][-1] == "grace"
+            background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+            red = int(background.split("(")[1].split(",")[0])
+            assert (red < 64) if scheme == "dark" else (red > 192), background
             page.screenshot(path=str(artifacts / f"screenshot-{name}.png"))
 
 
