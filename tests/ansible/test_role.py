@@ -15,7 +15,7 @@ import pytest
 
 from tests.ansible.conftest import http_get, join, record_timing, say_and_hear
 from tests.ansible.target import PlaybookRun, Target, provision_target
-from tests.system import free_port
+from tests.system import build_deb, free_port
 
 pytestmark = pytest.mark.system
 
@@ -160,3 +160,17 @@ def test_port_change_restarts_on_the_new_port(converged: Converged) -> None:
     assert (status, health["status"]) == (200, "ok")
     with pytest.raises(OSError):
         http_get(f"http://127.0.0.1:{old_port}/healthz")
+
+
+def test_newer_deb_upgrades_and_runs(converged: Converged) -> None:
+    """Re-running with a newer .deb upgrades the package and restarts pichat on the new code."""
+    container = converged.target.container
+    current = container.run(["dpkg-query", "-W", "-f=${Version}", "pichat"]).stdout
+    newer = build_deb(version=f"{current}+upgrade1")
+    run = converged.target.playbook({**converged.variables, "pichat_deb_path": str(newer)})
+    run.check()
+    assert "Install the package and its dependencies with apt." in run.changed_tasks()
+    version = container.run(["dpkg-query", "-W", "-f=${Version}", "pichat"]).stdout
+    assert version == f"{current}+upgrade1"
+    _, health = http_get(f"http://127.0.0.1:{converged.port}/healthz")
+    assert health["version"] == version
