@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import servers
-from .load import Generator, quiet
+from .load import DRAIN_TIMEOUT, Generator, quiet
 from .proc import Usage, rss_kib, usage
 from .report import Metric, render, write_json
 from .servers import Kind
@@ -52,6 +52,9 @@ class Plan:
     saturate_warmup: float = 1.0
     saturate_seconds: float = 5.0
     latency_rate: float = 50.0
+    #: A second, light latency probe: well within both servers' capacity even on a
+    #: busy machine, so it shows fan-out latency without a growing queue.
+    light_rate: float = 5.0
     latency_warmup: float = 1.0
     latency_seconds: float = 5.0
     extra_starts: int = 3
@@ -165,6 +168,58 @@ def rounds_order(kinds: list[Kind], number: int) -> list[Kind]:
     return kinds if number % 2 == 0 else kinds[::-1]
 
 
+async def latency_rounds(
+    kinds: list[Kind],
+    running: dict[str, servers.Server],
+    generators: dict[str, Generator],
+    plan: Plan,
+    rate: float,
+) -> dict[str, dict[str, Any]]:
+    """Paced latency rounds at ``rate`` messages/s, alternating servers; pooled percentiles."""
+    samples: dict[str, list[int]] = {kind: [] for kind in kinds}
+    probes: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+    for number in range(plan.rounds):
+        for kind in rounds_order(kinds, number):
+            server = running[kind]
+            probe = await generators[kind].probe_latency(
+                server.pid, plan.senders, rate, plan.latency_warmup, plan.latency_seconds
+            )
+            samples[kind].extend(probe.samples)
+            probes[kind].append(
+                {
+                    "messages": probe.messages,
+                    "expected_deliveries": probe.expected,
+                    "deliveries": len(probe.samples),
+                    "p50_ms": probe.percentile(0.50),
+                    "p99_ms": probe.percentile(0.99),
+                    "server": usage_dict(probe.server),
+                    "generator": usage_dict(probe.generator),
+                }
+            )
+            log(
+                f"{kind}: round {number + 1}/{plan.rounds}: {rate:.0f} msg/s:"
+                f" p50 {probe.percentile(0.5):.1f} ms, p99 {probe.percentile(0.99):.1f} ms"
+                f" ({len(probe.samples)}/{probe.expected} deliveries);"
+                f" server CPU {probe.server.cpu / probe.server.wall:.0%}"
+            )
+            await quiet(server.pid)
+    results: dict[str, dict[str, Any]] = {}
+    for kind in kinds:
+        pooled = samples[kind]
+        results[kind] = {
+            "clients": plan.clients,
+            "rate": rate,
+            "rounds": probes[kind],
+            "deliveries": len(pooled),
+            "expected_deliveries": sum(probe["expected_deliveries"] for probe in probes[kind]),
+            "p50_ms": percentile(pooled, 0.50),
+            "p90_ms": percentile(pooled, 0.90),
+            "p99_ms": percentile(pooled, 0.99),
+            "max_ms": percentile(pooled, 1.0),
+        }
+    return results
+
+
 async def traffic_phase(kinds: list[Kind], workdir: Path, plan: Plan) -> dict[str, dict[str, Any]]:
     """Saturation throughput, then paced latency, with ``plan.clients`` clients each.
 
@@ -230,50 +285,10 @@ async def traffic_phase(kinds: list[Kind], workdir: Path, plan: Plan) -> dict[st
                 ),
                 "generator_cpu_share": max(run["generator"]["cpu_share"] for run in runs[kind]),
             }
-        samples: dict[str, list[int]] = {kind: [] for kind in kinds}
-        probes: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
-        for number in range(plan.rounds):
-            for kind in rounds_order(kinds, number):
-                server = running[kind]
-                probe = await generators[kind].probe_latency(
-                    server.pid,
-                    plan.senders,
-                    plan.latency_rate,
-                    plan.latency_warmup,
-                    plan.latency_seconds,
-                )
-                samples[kind].extend(probe.samples)
-                probes[kind].append(
-                    {
-                        "messages": probe.messages,
-                        "expected_deliveries": probe.expected,
-                        "deliveries": len(probe.samples),
-                        "p50_ms": probe.percentile(0.50),
-                        "p99_ms": probe.percentile(0.99),
-                        "server": usage_dict(probe.server),
-                        "generator": usage_dict(probe.generator),
-                    }
-                )
-                log(
-                    f"{kind}: round {number + 1}/{plan.rounds}: latency"
-                    f" p50 {probe.percentile(0.5):.1f} ms, p99 {probe.percentile(0.99):.1f} ms"
-                    f" ({len(probe.samples)}/{probe.expected} deliveries);"
-                    f" server CPU {probe.server.cpu / probe.server.wall:.0%}"
-                )
-                await quiet(server.pid)
-        for kind in kinds:
-            pooled = samples[kind]
-            results[kind]["latency"] = {
-                "clients": plan.clients,
-                "rate": plan.latency_rate,
-                "rounds": probes[kind],
-                "deliveries": len(pooled),
-                "expected_deliveries": sum(probe["expected_deliveries"] for probe in probes[kind]),
-                "p50_ms": percentile(pooled, 0.50),
-                "p90_ms": percentile(pooled, 0.90),
-                "p99_ms": percentile(pooled, 0.99),
-                "max_ms": percentile(pooled, 1.0),
-            }
+        for key, rate in (("latency", plan.latency_rate), ("latency_light", plan.light_rate)):
+            latency = await latency_rounds(kinds, running, generators, plan, rate)
+            for kind in kinds:
+                results[kind][key] = latency[kind]
     finally:
         for name, process in running.items():
             results[name]["traffic_stop_s"] = await servers.stop(process)
@@ -345,6 +360,22 @@ def metrics(results: dict[str, dict[str, Any]], plan: Plan) -> list[Metric]:
             digits=2,
         ),
         row(
+            "latency_light_p50_ms",
+            f"latency p50, {n} clients, {plan.light_rate:.0f} msg/s",
+            "ms",
+            "latency_light",
+            "p50_ms",
+            digits=2,
+        ),
+        row(
+            "latency_light_p99_ms",
+            f"latency p99, {n} clients, {plan.light_rate:.0f} msg/s",
+            "ms",
+            "latency_light",
+            "p99_ms",
+            digits=2,
+        ),
+        row(
             "rss_per_connection_kib_n",
             f"RSS per idle connection, {n} clients",
             "KiB",
@@ -383,6 +414,14 @@ def metrics(results: dict[str, dict[str, Any]], plan: Plan) -> list[Metric]:
             f"connections/s (join + welcome), 0 to {n}",
             "/s",
             "connect",
+            "per_second",
+            digits=0,
+        ),
+        row(
+            "connections_per_second_more",
+            f"connections/s (join + welcome), {n} to {many}",
+            "/s",
+            "connect_more",
             "per_second",
             digits=0,
         ),
@@ -439,6 +478,32 @@ async def run(
         results[kind]["ready_median_s"] = statistics.median(ready)
         log(f"{kind}: start to ready, median of {len(ready)}: {statistics.median(ready):.3f} s")
     return results
+
+
+def warnings(results: dict[str, dict[str, Any]]) -> list[str]:
+    """What a reader must know before trusting the table."""
+    notes = []
+    for kind, result in results.items():
+        rounds = result.get("throughput", {}).get("rounds", [])
+        if any(run["generator"]["cpu_share"] > 0.9 for run in rounds):
+            notes.append(
+                f"the load generator was near a full core against {kind}: its figure is a floor"
+            )
+        if any(not run["drained"] for run in rounds):
+            notes.append(
+                f"{kind} had not delivered every message {DRAIN_TIMEOUT:.0f} s after a round"
+            )
+        for key in ("latency", "latency_light"):
+            latency = result.get(key)
+            if latency and latency["deliveries"] < latency["expected_deliveries"]:
+                notes.append(
+                    f"{kind} at {latency['rate']:.0f} msg/s delivered {latency['deliveries']}"
+                    f" of {latency['expected_deliveries']} in time: it was overloaded"
+                )
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        notes.append(f"load average {load:.1f}: other work shared the cores, use the ratios")
+    return notes
 
 
 def pin() -> bool:
@@ -501,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = metrics(results, plan)
     print()
     print(render(rows))
+    for note in warnings(results):
+        print(f"note: {note}")
     document = {
         "started": began.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
