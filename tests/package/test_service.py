@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -278,3 +281,114 @@ def test_lintian_reports_no_errors_or_warnings(deb: Path) -> None:
     """The build's lintian report (Debian 13's lintian) has no E: or W: tags."""
     report = deb.with_name(deb.name.removesuffix(".deb") + ".lintian.txt").read_text()
     assert not [line for line in report.splitlines() if line[:2] in ("E:", "W:")], report
+
+
+def _free_low_port() -> int:
+    """A port below 1024 free on the host's loopback (the container shares it)."""
+    for port in range(1023, 900, -1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below 1024")
+
+
+@pytest.fixture
+def drop_ins(installed: Installed) -> Iterator[Container]:
+    """The container; drop-ins named ``zz-test-extra.conf`` (read last) are removed after."""
+    container = installed.container
+    yield container
+    container.run("rm -f /etc/systemd/system/pichat.*.d/zz-test-extra.conf")
+    container.systemctl("disable", "--now", "pichat.socket")
+    container.systemctl("daemon-reload")
+    container.systemctl("restart", UNIT)
+    container.wait_property(UNIT, "SubState", "running")
+
+
+class _Hammer:
+    """Threads that GET /healthz on a new connection each time, until stopped."""
+
+    def __init__(self, port: int, threads: int = 4) -> None:
+        self.port = port
+        self.done = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                assert get_json(self.port, "/healthz")["status"] == "ok"
+                with self._lock:
+                    self.done += 1
+            except Exception as exc:  # every kind of failure is what this counts
+                with self._lock:
+                    self.failures.append(repr(exc))
+
+    def wait_for_more(self, count: int) -> None:
+        """Block until ``count`` more requests have succeeded."""
+        target = self.done + count
+        deadline = time.monotonic() + TIMEOUT
+        while self.done < target:
+            assert time.monotonic() < deadline, f"requests stalled: {self.failures[-3:]}"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Stop and join the threads."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def test_socket_activation_on_a_low_port_refuses_nothing_across_a_restart(
+    drop_ins: Container,
+) -> None:
+    """pichat.socket binds a port below 1024; pichat serves it, and a restart refuses nothing."""
+    container = drop_ins
+    port = _free_low_port()
+    container.write(
+        "/etc/systemd/system/pichat.socket.d/zz-test-extra.conf",
+        f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n",
+    )
+    container.systemctl("daemon-reload")
+    container.systemctl("stop", UNIT)
+    container.systemctl("enable", "--now", "pichat.socket")
+    cursor = container.journal_cursor()
+    # The first connection starts the service, which takes systemd's socket.
+    assert get_json(port, "/healthz")["status"] == "ok"
+    assert f"listening on 127.0.0.1:{port}" in container.journal(UNIT, since_cursor=cursor)
+    assert container.show(UNIT, "CapabilityBoundingSet") == ""
+    pid = _main_pid(container)
+
+    hammer = _Hammer(port)
+    try:
+        hammer.wait_for_more(20)
+        container.systemctl("restart", UNIT)
+        # Keep connecting for a while after the new process took over.
+        hammer.wait_for_more(20)
+    finally:
+        hammer.stop()
+    assert _main_pid(container) != pid
+    assert hammer.failures == []
+
+
+def test_capability_drop_in_binds_a_low_port(drop_ins: Container) -> None:
+    """The documented CAP_NET_BIND_SERVICE drop-in lets pichat bind a port below 1024 itself."""
+    container = drop_ins
+    port = _free_low_port()
+    container.write(
+        "/etc/systemd/system/pichat.service.d/zz-test-extra.conf",
+        "[Service]\n"
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE\n"
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"
+        "PrivateUsers=no\n"
+        f"Environment=PICHAT_PORT={port}\n",
+    )
+    container.systemctl("daemon-reload")
+    container.systemctl("restart", UNIT)
+    assert get_json(port, "/healthz")["status"] == "ok"
