@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .proc import usage
+
 __all__ = ["Kind", "Server", "ServerDied", "start", "stop"]
 
 Kind = Literal["pichat", "naive"]
@@ -51,6 +53,9 @@ class Server:
     ready: float = 0.0
     #: Seconds from ``Popen`` to the first accepted TCP connection.
     first_accept: float = 0.0
+    #: CPU seconds the server had used when it was ready: unlike the wall-clock
+    #: figure, this barely moves when other work shares the core.
+    ready_cpu: float = 0.0
     notify: socket.socket | None = None
     #: Every sd_notify datagram: (seconds since start, text).
     notifications: list[tuple[float, str]] = field(default_factory=list)
@@ -159,6 +164,7 @@ async def start(kind: Kind, workdir: Path) -> Server:
                 server.notifications.append((now, text))
                 if "READY=1" in text.splitlines() and not ready.is_set():
                     server.ready = now
+                    server.ready_cpu = _cpu(process.pid)
                     ready.set()
 
         loop.add_reader(notify.fileno(), on_notify)
@@ -169,10 +175,18 @@ async def start(kind: Kind, workdir: Path) -> Server:
                 await ready.wait()
             else:
                 server.ready = server.first_accept
+                server.ready_cpu = _cpu(process.pid)
     except BaseException:
         await stop(server)
         raise
     return server
+
+
+def _cpu(pid: int) -> float:
+    try:
+        return usage(pid).cpu
+    except OSError:  # it exited already; _first_accept reports that
+        return float("nan")
 
 
 async def _first_accept(server: Server) -> float:
