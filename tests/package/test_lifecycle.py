@@ -17,7 +17,8 @@ from tests.package.conftest import DIST, apt_install, deb_version, port_drop_in
 from tests.system import BOOT, Container, boot, free_port
 from tests.system.client import Chat, get_json
 
-pytestmark = pytest.mark.system
+# The first test's setup may build the Debian 13 roots and the .deb from nothing.
+pytestmark = [pytest.mark.system, pytest.mark.timeout(1200)]
 
 CONFFILE = "/etc/pichat/pichat.toml"
 UNIT = "pichat.service"

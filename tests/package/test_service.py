@@ -22,7 +22,8 @@ from tests.package.conftest import Installed
 from tests.system import TIMEOUT, Container
 from tests.system.client import Chat, get_json, round_trip
 
-pytestmark = pytest.mark.system
+# The first test's setup may build the Debian 13 roots and the .deb from nothing.
+pytestmark = [pytest.mark.system, pytest.mark.timeout(1200)]
 
 CONFFILE = "/etc/pichat/pichat.toml"
 UNIT = "pichat.service"

@@ -16,6 +16,8 @@ missing or when their recipe changes:
 - :data:`RUNTIME`: BOOT with those dependencies installed, for tests that install
   the .deb but do not test its dependencies (saves ~10 s per install).
 - :data:`BUILD`: BASE + debhelper, dh-python, pybuild-plugin-pyproject, lintian.
+- :data:`ARM64`: an arm64 (emulated, qemu user mode) root with Python and pichat's
+  dependencies, for ``packaging/arm64-check.sh``; it does not boot.
 - Your own: ``RootSpec("ssh", parent=BOOT, packages=("openssh-server", "python3"))``
   then :func:`ensure_root` or :func:`boot` on it.
 
@@ -36,9 +38,10 @@ from __future__ import annotations
 
 from .container import TIMEOUT, Container, ContainerError, boot, free_port
 from .deb import build_deb
-from .roots import BASE, BOOT, BUILD, RUNTIME, RootSpec, chroot_run, ensure_root, use_root
+from .roots import ARM64, BASE, BOOT, BUILD, RUNTIME, RootSpec, chroot_run, ensure_root, use_root
 
 __all__ = [
+    "ARM64",
     "BASE",
     "BOOT",
     "BUILD",

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "ARM64",
     "BASE",
     "BOOT",
     "BUILD",
@@ -80,6 +81,9 @@ class RootSpec:
             dependencies without the network. (Their Recommends, rich, pygments,
             cryptography..., take a minute to byte-compile and pichat uses none.)
         mask: units to ``systemctl mask`` (e.g. the gettys, useless in a container).
+        arch: a foreign Debian architecture for the debootstrap base (e.g. ``arm64``),
+            run through qemu user mode (binfmt_misc must be set up); children of a
+            root inherit its architecture.
     """
 
     name: str
@@ -87,6 +91,7 @@ class RootSpec:
     packages: tuple[str, ...] = ()
     download: tuple[str, ...] = ()
     mask: tuple[str, ...] = field(default=())
+    arch: str | None = None
 
     @property
     def path(self) -> Path:
@@ -103,6 +108,7 @@ class RootSpec:
             "packages": sorted(self.packages),
             "download": sorted(self.download),
             "mask": sorted(self.mask),
+            "arch": self.arch,
         }
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -142,6 +148,11 @@ BOOT = RootSpec(
 # .deb but do not test its dependencies (e.g. the Ansible role's).
 RUNTIME = RootSpec("runtime", parent=BOOT, packages=RUNTIME_PACKAGES)
 
+# pichat installed in an emulated arm64 root (the Pi's CPU): packaging/arm64-check.sh.
+# Nothing boots there (systemd does not run under qemu user mode); the daemon runs
+# chrooted. Installing Python under emulation takes minutes, hence a cached root.
+ARM64 = RootSpec("arm64", arch="arm64", packages=("python3", *RUNTIME_PACKAGES))
+
 _STAMP_FILE = ".pichat-root-stamp"
 
 
@@ -163,7 +174,8 @@ def chroot_run(
         root: the root filesystem.
         command: argv inside the root.
         check: raise ``CalledProcessError`` on a non-zero exit.
-        capture: return stdout and stderr instead of passing them through.
+        capture: return stdout and stderr instead of passing them through (both to
+            stderr: stdout stays clean for ``python3 -m tests.system NAME``).
         env: extra environment variables.
     """
     script = (
@@ -176,7 +188,8 @@ def chroot_run(
         + [str(root), *command],
         check=check,
         text=True,
-        capture_output=capture,
+        stdout=subprocess.PIPE if capture else sys.stderr,
+        stderr=subprocess.PIPE if capture else None,
         env={**_CHROOT_ENV, **(env or {})},
     )
 
@@ -206,8 +219,9 @@ def _log(message: str) -> None:
 def _build(spec: RootSpec, work: Path) -> None:
     if spec.parent is None:
         _log(f"debootstrap {SUITE} into {work}")
+        arch = [f"--arch={spec.arch}"] if spec.arch else []
         subprocess.run(
-            ["debootstrap", "--variant=minbase", SUITE, str(work), MIRROR],
+            ["debootstrap", "--variant=minbase", *arch, SUITE, str(work), MIRROR],
             check=True,
             env={**_CHROOT_ENV},
             stdout=subprocess.DEVNULL,
@@ -221,7 +235,9 @@ def _build(spec: RootSpec, work: Path) -> None:
     else:
         _log(f"copying {spec.parent.name} into {work}")
         subprocess.run(
-            ["cp", "-a", "--reflink=auto", f"{spec.parent.path}/.", str(work)], check=True
+            ["cp", "-a", "--reflink=auto", f"{spec.parent.path}/.", str(work)],
+            check=True,
+            stdout=sys.stderr,
         )
     if spec.packages:
         _log(f"installing {' '.join(spec.packages)}")
@@ -294,7 +310,7 @@ def use_root(spec: RootSpec) -> Iterator[Path]:
 
 def main(argv: Sequence[str]) -> int:
     """``python3 -m tests.system NAME``: build root NAME if needed, print its path."""
-    specs = {spec.name: spec for spec in (BASE, BUILD, BOOT, RUNTIME)}
+    specs = {spec.name: spec for spec in (BASE, BUILD, BOOT, RUNTIME, ARM64)}
     if len(argv) != 1 or argv[0] not in specs:
         print(f"usage: python3 -m tests.system {{{','.join(specs)}}}", file=sys.stderr)
         return 2
