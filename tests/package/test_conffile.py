@@ -1,4 +1,4 @@
-"""The packaged configuration file and metadata agree with the daemon (no container)."""
+"""The packaged configuration file, changelog and man page agree with the daemon (no container)."""
 
 from __future__ import annotations
 
@@ -91,3 +91,10 @@ def test_changelog_version_is_the_python_version() -> None:
     match = re.match(r"^pichat \(([^)]+)\) \w+; urgency=\w+$", first)
     assert match, first
     assert match.group(1) == pichat.__version__
+
+
+def test_man_page_names_the_python_version() -> None:
+    """pichat(8)'s header carries pichat.__version__."""
+    header = (PACKAGING / "pichat.8").read_text().splitlines()[0]
+    assert header.startswith(".TH PICHAT 8 ")
+    assert f'"pichat {pichat.__version__}"' in header
