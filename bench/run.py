@@ -296,6 +296,9 @@ async def traffic_phase(kinds: list[Kind], workdir: Path, plan: Plan) -> dict[st
                 results[kind][key] = latency[kind]
     finally:
         for name, process in running.items():
+            if name in generators:
+                # Close frames before the stop: the server dropped a client (1008).
+                results[name]["traffic_closed_by_server"] = generators[name].counters.closes
             results[name]["traffic_stop_s"] = await servers.stop(process)
             if name in generators:
                 generators[name].abort_all()
@@ -504,6 +507,9 @@ def warnings(results: dict[str, dict[str, Any]]) -> list[str]:
             notes.append(
                 f"the load generator was near a full core against {kind}: its figure is a floor"
             )
+        if result.get("traffic_closed_by_server"):
+            closed = result["traffic_closed_by_server"]
+            notes.append(f"{kind} closed {closed} clients during the traffic phase")
         if any(not run["drained"] for run in rounds):
             notes.append(
                 f"{kind} had not delivered every message {DRAIN_TIMEOUT:.0f} s after a round"
