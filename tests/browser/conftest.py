@@ -101,16 +101,18 @@ class Tracked:
             route.abort("blockedbyclient")
 
 
-@pytest.fixture(scope="session")
+# Package scope: one browser for all browser tests, gone before the asyncio tests in
+# other packages run (the sync driver keeps an event loop of its own while alive).
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     """The Playwright driver (no browser download: Debian's Chromium is used)."""
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
-    """One headless Chromium for the whole session."""
+    """One headless Chromium for all the browser tests."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make host-packages` installs Debian's chromium")
     browser = playwright.chromium.launch(
@@ -120,8 +122,16 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     browser.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item, so fixtures can tell a failure."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def contexts(browser: Browser) -> Iterator[Callable[..., Tracked]]:
+def contexts(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Callable[..., Tracked]]:
     """A factory of fresh, fenced browser contexts; checks them when the test ends.
 
     Keyword arguments go to ``Browser.new_context`` (viewport, locale, timezone_id,
@@ -142,11 +152,18 @@ def contexts(browser: Browser) -> Iterator[Callable[..., Tracked]]:
         return tracked
 
     yield factory
+    call = getattr(request.node, "report_call", None)
+    failed = call is not None and call.failed
     problems = []
-    for tracked in made:
-        for page in tracked.pages:
+    for number, tracked in enumerate(made):
+        for index, page in enumerate(tracked.pages):
             if page.is_closed():
                 continue
+            if failed:
+                # What each page looked like when the test failed, for the CI log reader.
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                name = f"failed-{request.node.name}-{number}-{index}.png"
+                page.screenshot(path=str(ARTIFACTS / name))
             violations = page.evaluate("window.__cspViolations || []")
             problems += [f"CSP violation on {page.url}: {v}" for v in violations]
         problems += [f"page error: {error}" for error in tracked.page_errors]
