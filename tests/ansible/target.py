@@ -39,11 +39,12 @@ VENV_BIN = Path(sys.executable).parent
 
 # What a Raspberry Pi OS Lite image brings that the role relies on (sshd, Python,
 # python3-apt for the apt module), plus triggerhappy: one of the services the role
-# turns off on a Pi, small and network-free, so the power tests stop a real unit.
+# turns off on a Pi, small and network-free, so the power tests stop a real unit; and
+# nftables (its service is off until enabled) for the firewall test's offline target.
 TARGET = RootSpec(
     "ansible-target",
     parent=BOOT,
-    packages=("openssh-server", "python3", "python3-apt", "triggerhappy"),
+    packages=("openssh-server", "python3", "python3-apt", "triggerhappy", "nftables"),
 )
 
 _RECAP = re.compile(
@@ -116,7 +117,9 @@ class Target:
         workdir: a host directory for the key, the inventory and Ansible's state.
     """
 
-    def __init__(self, container: Container, ssh_port: int, workdir: Path, deb: Path) -> None:
+    def __init__(
+        self, container: Container, ssh_port: int | None, workdir: Path, deb: Path
+    ) -> None:
         self.container = container
         self.ssh_port = ssh_port
         self.workdir = workdir
@@ -125,19 +128,24 @@ class Target:
         self._write_inventory()
 
     def _write_inventory(self) -> None:
-        key = self.workdir / "id_ed25519"
-        self.inventory.write_text(
-            "all:\n"
-            "  children:\n"
-            "    pichat:\n"
-            "      hosts:\n"
-            "        target:\n"
-            "          ansible_host: 127.0.0.1\n"
-            f"          ansible_port: {self.ssh_port}\n"
-            "          ansible_user: root\n"
-            f"          ansible_ssh_private_key_file: {key}\n"
-            "          ansible_python_interpreter: /usr/bin/python3\n"
-        )
+        host: dict[str, Any] = {
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(self.workdir / "id_ed25519"),
+            "ansible_python_interpreter": "/usr/bin/python3",
+        }
+        if self.ssh_port is not None:
+            host.update(ansible_host="127.0.0.1", ansible_port=self.ssh_port)
+        else:
+            # No network path into a private network namespace: ssh speaks to an sshd
+            # started in the container's namespaces on the pipe (inetd mode) instead.
+            host.update(
+                ansible_host="target",
+                ansible_ssh_common_args=(
+                    f"-o ProxyCommand='nsenter -t {self.container.leader} -a /usr/sbin/sshd -i'"
+                ),
+            )
+        inventory = {"all": {"children": {"pichat": {"hosts": {"target": host}}}}}
+        self.inventory.write_text(json.dumps(inventory, indent=2))
 
     def playbook(
         self,
@@ -177,8 +185,8 @@ class Target:
         )
 
 
-def _start_sshd(container: Container, workdir: Path) -> int:
-    """Let root in with a fresh key on a free loopback port; return the port."""
+def _authorize_key(container: Container, workdir: Path) -> None:
+    """Make a key pair in ``workdir`` and let root in with it."""
     key = workdir / "id_ed25519"
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pichat-test", "-f", str(key)],
@@ -186,6 +194,10 @@ def _start_sshd(container: Container, workdir: Path) -> int:
         env={"PATH": DEBIAN_PATH},
     )
     container.write("/root/.ssh/authorized_keys", (workdir / "id_ed25519.pub").read_text(), 0o600)
+
+
+def _start_sshd(container: Container) -> int:
+    """Start sshd on a free loopback port; return the port."""
     port = free_port()
     container.write(
         "/etc/ssh/sshd_config.d/pichat-test.conf",
@@ -202,22 +214,32 @@ def _start_sshd(container: Container, workdir: Path) -> int:
 
 
 @contextlib.contextmanager
-def provision_target(deb: Path, *, files: Mapping[str, str] | None = None) -> Iterator[Target]:
-    """Boot a target, start its sshd, and yield it; everything is gone afterwards.
+def provision_target(
+    deb: Path, *, files: Mapping[str, str] | None = None, private_network: bool = False
+) -> Iterator[Target]:
+    """Boot a target, let the test's key in over SSH, and yield it; all is gone afterwards.
 
     Args:
         deb: the pichat .deb the playbook installs (``pichat_deb_path``).
         files: files to create in the target before it is provisioned, ``{path: text}``.
+        private_network: boot in a network namespace of its own (only loopback), for
+            tests that change the firewall; SSH then goes through ``sshd -i`` on a pipe,
+            and apt cannot reach a mirror (the root's lists are declared fresh, so the
+            role installs from the root's packages and apt's cache).
     """
     workdir = Path(tempfile.mkdtemp(prefix="pichat-ansible-"))
     try:
         (workdir / "tmp").mkdir()
-        with boot(TARGET) as container:
+        with boot(TARGET, private_network=private_network) as container:
             # Debian's policy-rc.d: 101 = "action forbidden", for maintainer scripts only.
             container.write("/usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
             for path, text in (files or {}).items():
                 container.write(path, text)
-            port = _start_sshd(container, workdir)
-            yield Target(container, port, workdir, deb)
+            _authorize_key(container, workdir)
+            if private_network:
+                container.run(["touch", "/var/lib/apt/periodic/update-success-stamp"])
+                yield Target(container, None, workdir, deb)
+            else:
+                yield Target(container, _start_sshd(container), workdir, deb)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
