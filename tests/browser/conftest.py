@@ -33,6 +33,8 @@ LAUNCH_ARGS = [
     "--disable-sync",
     "--no-first-run",
     "--disable-quic",
+    # Containers often give /dev/shm only 64 MB, too little for several pages.
+    "--disable-dev-shm-usage",
     "--disable-features=MediaRouter,OptimizationHints,Translate",
     f"--host-resolver-rules=MAP *.{TEST_DOMAIN} 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
