@@ -19,6 +19,7 @@ const ui = {
   room: $("room"),
   status: $("status"),
   statusText: $("status-text"),
+  statusCountdown: $("status-countdown"),
   retry: $("retry"),
   leave: $("leave"),
   join: $("join"),
@@ -190,9 +191,12 @@ function updatePreview() {
 
 // ---- Connection state --------------------------------------------------------
 
-function setStatus(kind, text) {
+function setStatus(kind, text, countdown = "") {
   ui.status.dataset.state = kind;
-  ui.statusText.textContent = text;
+  // Only a change of the announced text is read out: the seconds ticking down are
+  // shown but hidden from screen readers, which would otherwise hear every second.
+  if (ui.statusText.textContent !== text) ui.statusText.textContent = text;
+  ui.statusCountdown.textContent = countdown;
 }
 
 function onState(event) {
@@ -210,7 +214,7 @@ function onState(event) {
     case "waiting": {
       const tick = () => {
         const seconds = Math.max(1, Math.ceil((state.transport.retryAt - Date.now()) / 1000));
-        setStatus("waiting", `Reconnecting in ${seconds} s`);
+        setStatus("waiting", "Reconnecting", ` in ${seconds} s`);
       };
       tick();
       state.countdown = setInterval(tick, 1000);
