@@ -4,6 +4,7 @@
 
 const AVATAR_COLOURS = 8;
 const URL_PATTERN = /\bhttps?:\/\/[^\s<>"'`]+/giu;
+const URL_HINT = /https?:\/\//iu;
 const TRAILING_PUNCTUATION = /[.,;:!?)\]}'"»”’]+$/u;
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
@@ -55,10 +56,20 @@ export function isHttpUrl(text) {
   }
 }
 
+// One badge per name and size, cloned for each message: a history of 1000 lines
+// from a dozen people computes a dozen badges.
+const initialsCache = new Map();
+
 function initialsAvatar(name, size) {
-  const node = element("span", `avatar avatar-${size} avatar-initials ${colourClass(name)}`, initials(name));
-  node.setAttribute("aria-hidden", "true");
-  return node;
+  const key = `${size}\u0000${name}`;
+  let badge = initialsCache.get(key);
+  if (!badge) {
+    badge = element("span", `avatar avatar-${size} avatar-initials ${colourClass(name)}`, initials(name));
+    badge.setAttribute("aria-hidden", "true");
+    if (initialsCache.size > 500) initialsCache.clear();
+    initialsCache.set(key, badge);
+  }
+  return badge.cloneNode(true);
 }
 
 /**
@@ -88,6 +99,10 @@ export function avatar(url, name, size = "m") {
 /** Message text as DOM nodes: plain text, with http(s) URLs as safe links. */
 export function linkify(text) {
   const fragment = document.createDocumentFragment();
+  if (!URL_HINT.test(text)) {
+    fragment.append(document.createTextNode(text));
+    return fragment;
+  }
   let last = 0;
   for (const match of text.matchAll(URL_PATTERN)) {
     let href = match[0];
@@ -106,17 +121,40 @@ export function linkify(text) {
   return fragment;
 }
 
-function timeElement(iso) {
-  const date = new Date(iso);
-  const node = element("time", "msg-time");
-  if (Number.isNaN(date.getTime())) return node;
-  const today = new Date();
-  const sameDay = date.toDateString() === today.toDateString();
-  node.dateTime = date.toISOString();
-  node.textContent = (sameDay ? timeFormat : dayTimeFormat).format(date);
-  node.title = fullFormat.format(date);
-  return node;
+/** Local midnight today and tomorrow, in ms: "today" needs only the time of day. */
+function todayBounds() {
+  const now = new Date();
+  const start = new Date(now.getFullYear(), now.getMonth(), now.getDate()).getTime();
+  const end = new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1).getTime();
+  return [start, end];
 }
+
+function fillTime(node, iso, [start, end]) {
+  const date = new Date(iso);
+  const ms = date.getTime();
+  if (Number.isNaN(ms)) return;
+  node.dateTime = date.toISOString();
+  node.textContent = (ms >= start && ms < end ? timeFormat : dayTimeFormat).format(date);
+}
+
+/** The full local date as a tooltip, made when first pointed at rather than per message. */
+function addDateTooltip(event) {
+  const time = event.target instanceof Element ? event.target.closest("time") : null;
+  if (time && !time.title && time.dateTime) {
+    time.title = fullFormat.format(new Date(time.dateTime));
+  }
+}
+
+// The skeleton of a message, cloned for each one (much cheaper than building it).
+const MESSAGE = (() => {
+  const item = element("div", "msg");
+  const body = element("div", "msg-body");
+  const meta = element("p", "msg-meta");
+  meta.append(element("span", "msg-name"), element("time", "msg-time"));
+  body.append(meta, element("p", "msg-text"));
+  item.append(body);
+  return item;
+})();
 
 /** The chat log: messages in id order, each id once, plus presence and notice lines. */
 export class LogView {
@@ -134,6 +172,8 @@ export class LogView {
       this.scrollToBottom();
       this.log.focus({ preventScroll: true });
     });
+    log.addEventListener("pointerover", addDateTooltip, { passive: true });
+    log.addEventListener("focusin", addDateTooltip);
   }
 
   /** Whose messages are "mine" (the name the server gave this client). */
@@ -154,9 +194,10 @@ export class LogView {
     const fresh = [];
     const tail = document.createDocumentFragment();
     const sorted = [...messages].sort((a, b) => a.id - b.id);
+    const today = todayBounds();
     for (const message of sorted) {
       if (!Number.isSafeInteger(message.id) || this.byId.has(message.id)) continue;
-      const node = this.messageElement(message);
+      const node = this.messageElement(message, today);
       this.byId.set(message.id, node);
       fresh.push(message);
       if (message.id > this.lastId) {
@@ -188,21 +229,19 @@ export class LogView {
     this.afterInsert(stick, 0);
   }
 
-  messageElement(message) {
+  messageElement(message, today = todayBounds()) {
     const mine = this.me !== null && message.name === this.me;
-    const item = element("div", mine ? "msg mine" : "msg");
+    const item = MESSAGE.cloneNode(true);
+    if (mine) item.classList.add("mine");
     item.dataset.id = String(message.id);
-    item.append(avatar(message.avatar, message.name));
-    const body = element("div", "msg-body");
-    const meta = element("p", "msg-meta");
-    meta.append(element("span", "msg-name", message.name));
-    if (mine) meta.append(element("span", "you-tag", "you"));
-    meta.append(timeElement(message.date));
-    body.append(meta);
-    const text = element("p", "msg-text");
-    text.append(linkify(String(message.text)));
-    body.append(text);
-    item.append(body);
+    const body = item.firstChild;
+    const meta = body.firstChild;
+    const name = meta.firstChild;
+    name.textContent = message.name;
+    if (mine) name.after(element("span", "you-tag", "you"));
+    fillTime(meta.lastChild, message.date, today);
+    body.lastChild.append(linkify(String(message.text)));
+    item.prepend(avatar(message.avatar, message.name));
     return item;
   }
 

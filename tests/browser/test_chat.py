@@ -63,6 +63,10 @@ def test_messages_show_the_local_time(tmp_path: Path, contexts: Contexts) -> Non
         local = sent.astimezone(ZoneInfo("Asia/Kolkata"))
         assert time.inner_text() == local.strftime("%H:%M")
         assert time.get_attribute("datetime") == sent.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        # The full date is the tooltip, made when the time is first pointed at.
+        time.hover()
+        title = time.get_attribute("title") or ""
+        assert str(local.year) in title and local.strftime("%H:%M:%S") in title
 
 
 def test_reload_keeps_the_name_and_rejoins(tmp_path: Path, contexts: Contexts) -> None:
