@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .proc import Usage, self_usage, usage
+from .proc import Usage, demand, self_usage, usage
 from .wsclient import BenchClient, Counters, open_client
 
 __all__ = [
@@ -33,9 +33,11 @@ SOURCES = tuple(f"127.0.0.{n}" for n in range(2, 18))
 CONNECT_CONCURRENCY = 64
 #: The text of a saturating sender's message: a short chat line.
 LOAD_TEXT = "benchmark load: the quick brown fox jumps over the lazy dog"
+#: How long after its last message a latency round waits for deliveries to sample.
+LATE = 10.0
 #: How long the backlog of a saturation run may take to reach every client.
 DRAIN_TIMEOUT = 120.0
-TIMESTAMP = re.compile(rb'"text": ?"L(\d+):(\d+)')
+TIMESTAMP = re.compile(rb'"text": ?"L(\d+):(\d+):(\d+)')
 
 
 @dataclass(frozen=True)
@@ -94,19 +96,20 @@ class Latency:
 
 
 async def quiet(pid: int, threshold: float = 0.05, timeout: float = 30.0) -> float:
-    """Wait until the server's CPU use over half a second falls under ``threshold``.
+    """Wait until the server's demand for a CPU over half a second falls under ``threshold``.
 
     Connecting thousands of clients leaves work behind (presence frames to every
     member, garbage); measuring memory or the next phase before it is done would
-    blame it on the wrong thing. Returns the seconds waited.
+    blame it on the wrong thing. Demand counts time spent waiting for the core too,
+    so a server starved by neighbours is not mistaken for an idle one. Returns the
+    seconds waited.
     """
     began = time.monotonic()
-    before = usage(pid)
+    before = demand(pid)
     while time.monotonic() - began < timeout:
         await asyncio.sleep(0.5)
-        after = usage(pid)
-        spent = after.since(before)
-        if spent.cpu / spent.wall < threshold:
+        after = demand(pid)
+        if (after - before) / 0.5 < threshold:
             break
         before = after
     return time.monotonic() - began
@@ -126,9 +129,16 @@ class Generator:
         self.clients: list[BenchClient] = []
         self._names = itertools.count(1)
         self._sources = itertools.cycle(SOURCES)
+        self._probes = itertools.count(1)
 
-    async def connect(self, count: int, timeout: float = 300.0) -> Connected:
-        """Open ``count`` more clients, each joined and welcomed, a bounded number at once."""
+    async def connect(self, count: int, timeout: float | None = None) -> Connected:
+        """Open ``count`` more clients, each joined and welcomed, a bounded number at once.
+
+        The default timeout allows 4 joins per second and a minute more: joins into
+        a full room cost the server O(members) each, and the core may be shared.
+        """
+        if timeout is None:
+            timeout = 60.0 + count / 4
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
         async def one() -> BenchClient:
@@ -218,7 +228,7 @@ class Generator:
         )
 
     async def drain(self, start: list[int], sent: int, timeout: float) -> bool:
-        """Wait until every client has received all ``sent`` messages; False on timeout.
+        """Wait until every open client has received ``sent`` more messages; False on timeout.
 
         The next phase must not start behind a backlog: a server may still hold
         megabytes of queued frames when its senders stop.
@@ -226,7 +236,7 @@ class Generator:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(
-                client.texts - before >= sent
+                client.texts - before >= sent or client.closed_by_server or client.lost.done()
                 for client, before in zip(self.clients, start, strict=True)
             ):
                 return True
@@ -245,27 +255,31 @@ class Generator:
 
         Each message carries its send time (``time.monotonic_ns()``, same machine);
         every client notes the receive time of each chunk and the difference for
-        each message in it. Only messages after the warm-up's count.
+        each message in it. Only messages of this probe after its warm-up count.
         """
         loop = asyncio.get_running_loop()
         active = self.clients[:senders]
         samples: list[int] = []
         total = round(rate * (warmup + seconds))
         skipped = round(rate * warmup)
+        # Each probe tags its messages: a late delivery from an earlier one is not ours.
+        number = next(self._probes)
+        probe = str(number).encode()
         finished = loop.create_future()
 
         def on_text(client: BenchClient, payload: bytes, now: int) -> None:
             found = TIMESTAMP.search(payload)
-            if found is not None and int(found[1]) >= skipped:
-                samples.append(now - int(found[2]))
+            if found is not None and found[1] == probe and int(found[2]) >= skipped:
+                samples.append(now - int(found[3]))
 
         def send(index: int) -> None:
             active[index % len(active)].send_text(
-                f'{{"type":"say","text":"L{index}:{time.monotonic_ns()}"}}'.encode()
+                f'{{"type":"say","text":"L{number}:{index}:{time.monotonic_ns()}"}}'.encode()
             )
             if index + 1 == total and not finished.done():
                 finished.set_result(None)
 
+        counts = [client.texts for client in self.clients]
         for client in self.clients:
             client.on_text = on_text
         try:
@@ -280,7 +294,7 @@ class Generator:
                 for handle in handles:
                     handle.cancel()
             expected = (total - skipped) * len(self.clients)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + LATE
             while len(samples) < expected and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             server = usage(server_pid).since(server)
@@ -288,6 +302,9 @@ class Generator:
         finally:
             for client in self.clients:
                 client.on_text = None
+        # Deliveries later than this are not sampled (the round reports them as
+        # missing), but the next round must not start behind them.
+        await self.drain(counts, total, timeout=DRAIN_TIMEOUT)
         return Latency(
             len(self.clients), rate, total - skipped, expected, samples, server, generator
         )

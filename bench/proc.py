@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Usage", "rss_kib", "self_usage", "usage"]
+__all__ = ["Usage", "demand", "rss_kib", "self_usage", "usage"]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -21,6 +21,9 @@ class Usage:
     cpu: float
     voluntary: int
     involuntary: int
+    #: Seconds the main thread (the event loop) was runnable but waiting for a CPU:
+    #: how much other work on the core held the server back.
+    waiting: float = 0.0
 
     @property
     def switches(self) -> int:
@@ -34,6 +37,7 @@ class Usage:
             self.cpu - before.cpu,
             self.voluntary - before.voluntary,
             self.involuntary - before.involuntary,
+            self.waiting - before.waiting,
         )
 
 
@@ -70,7 +74,29 @@ def usage(pid: int) -> Usage:
             continue
         voluntary += int(status["voluntary_ctxt_switches"])
         involuntary += int(status["nonvoluntary_ctxt_switches"])
-    return Usage(wall, cpu, voluntary, involuntary)
+    return Usage(wall, cpu, voluntary, involuntary, _waiting(pid))
+
+
+def _waiting(pid: int) -> float:
+    """Run-queue wait of the main thread, from ``schedstat`` (0 where the kernel lacks it)."""
+    try:
+        fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    return int(fields[1]) / 1e9
+
+
+def demand(pid: int) -> float:
+    """Seconds the main thread has run or waited to run: its demand for a CPU.
+
+    Unlike CPU time, this does not drop when neighbours crowd the core, so a
+    server with work left still looks busy.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[0]) + int(fields[1])) / 1e9
 
 
 def self_usage() -> Usage:

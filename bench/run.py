@@ -85,6 +85,7 @@ def usage_dict(spent: Usage) -> dict[str, float]:
         "voluntary_switches": spent.voluntary,
         "involuntary_switches": spent.involuntary,
         "switches_per_second": round(spent.switches / spent.wall, 2) if spent.wall else 0.0,
+        "waiting_share": round(spent.waiting / spent.wall, 3) if spent.wall else 0.0,
     }
 
 
@@ -506,6 +507,12 @@ def warnings(results: dict[str, dict[str, Any]]) -> list[str]:
         if any(run["generator"]["cpu_share"] > 0.9 for run in rounds):
             notes.append(
                 f"the load generator was near a full core against {kind}: its figure is a floor"
+            )
+        waiting = [run["server"]["waiting_share"] for run in rounds]
+        if waiting and max(waiting) > 0.2:
+            notes.append(
+                f"{kind} waited for core 0 up to {max(waiting):.0%} of a saturation round:"
+                " other work shared its core"
             )
         if result.get("traffic_closed_by_server"):
             closed = result["traffic_closed_by_server"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -29,6 +30,7 @@ __all__ = ["Kind", "Server", "ServerDied", "start", "stop"]
 
 Kind = Literal["pichat", "naive"]
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
 #: How long a server may take to come up before the benchmark gives up.
 START_TIMEOUT = 30.0
 #: How long a server may take to shut down after SIGTERM before it is killed.
@@ -148,6 +150,7 @@ async def start(kind: Kind, workdir: Path) -> Server:
             stderr=stderr,
             env=env,
             cwd=Path(__file__).resolve().parent.parent,
+            preexec_fn=_die_with_parent,
         )
     server = Server(kind, process, port, workdir, log, started, notify=notify)
     if notify is not None:
@@ -180,6 +183,15 @@ async def start(kind: Kind, workdir: Path) -> Server:
         await stop(server)
         raise
     return server
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the benchmark dies, however it dies.
+
+    A benchmark killed mid-run must not leave a server behind on a shared machine.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _cpu(pid: int) -> float:
