@@ -262,6 +262,7 @@ function onFrame(frame) {
 }
 
 function onWelcome(frame) {
+  const before = state.you;
   state.joined = true;
   state.you = frame.you;
   log.setMe(frame.you.name);
@@ -273,6 +274,9 @@ function onWelcome(frame) {
   const fresh = onMessages(history, { live: false });
   if (frame.resumed && fresh.length > 0) {
     log.addNotice(fresh.length === 1 ? "Reconnected: 1 message you missed is above." : `Reconnected: ${fresh.length} messages you missed are above.`);
+  }
+  if (frame.you.name !== state.name && (!before || before.name !== frame.you.name)) {
+    log.addNotice(`Someone here is already called ${state.name}, so you are ${frame.you.name}.`);
   }
   setStatus("online", "Online");
   ui.composerError.textContent = "";

@@ -105,3 +105,20 @@ def test_enter_sends_and_shift_enter_adds_a_line(tmp_path: Path, contexts: Conte
         assert page.input_value("#composer-text") == ""
         wait_for_count(page, 1)
         assert shown(page)[0]["text"] == "first line\nsecond line"
+
+
+def test_a_taken_name_gets_a_suffix_and_the_page_says_so(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """Joining with a name someone online has shows the server's suffixed name and why."""
+    with Daemon(tmp_path) as d, ChatClient(d.ws_url, "Alice"):
+        page = contexts().new_page()
+        join(page, d.http_url, "alice")
+        assert page.locator("#log .notice").last.inner_text() == (
+            "Someone here is already called alice, so you are alice (2)."
+        )
+        say(page, "which alice am I?")
+        wait_for_count(page, 1)
+        assert shown(page)[0]["name"] == "alice (2)" and shown(page)[0]["mine"]
+        names = page.locator("#online-list .person-name").all_text_contents()
+        assert sorted(names) == ["Alice", "alice (2)"]
