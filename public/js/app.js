@@ -200,7 +200,9 @@ function setStatus(kind, text, countdown = "") {
 }
 
 function onState(event) {
-  const { state: connection } = event.detail;
+  const { state: connection, attempt } = event.detail;
+  // How many connection attempts failed in a row (0 once one opens).
+  ui.status.dataset.attempt = String(attempt);
   clearInterval(state.countdown);
   state.countdown = null;
   ui.retry.hidden = connection !== "waiting";

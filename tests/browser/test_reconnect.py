@@ -237,3 +237,39 @@ def test_backoff_is_exponential_jittered_and_capped(tmp_path: Path, contexts: Co
     for (low, high), ceiling in zip(delays, ceilings, strict=True):
         assert low == ceiling // 2
         assert high == ceiling
+
+
+def test_backoff_grows_resets_on_open_and_stops_on_leave(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """Failed attempts wait longer each time, an open connection resets that, Leave ends it."""
+    with Daemon(tmp_path) as d:
+        tracked = contexts()
+        page = tracked.new_page()
+        page.clock.install()
+        join(page, d.http_url, "patient")
+        page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+        d.kill()
+        page.wait_for_selector('#status[data-state=waiting][data-attempt="1"]')
+        assert page.inner_text("#status").strip() == "Reconnecting in 1 s"
+        for attempt in range(2, 6):
+            page.clock.run_for(15_000)
+            page.wait_for_selector(f'#status[data-state=waiting][data-attempt="{attempt}"]')
+        # The fifth wait is drawn from 4 to 8 s.
+        seconds = int(page.inner_text("#status").split()[-2])
+        assert 4 <= seconds <= 8
+        d.start()
+        page.click("#retry")
+        wait_online(page)
+        d.kill()
+        page.wait_for_selector('#status[data-state=waiting][data-attempt="1"]')
+        assert page.inner_text("#status").strip() == "Reconnecting in 1 s"
+        page.click("#leave")
+        page.wait_for_selector("#status[data-state=idle]")
+        d.start()
+        joins = len(joins_sent(tracked.sent))
+        page.clock.run_for(60_000)
+        with ChatClient(d.ws_url, "carol") as carol:
+            assert [person["name"] for person in carol.welcome["online"]] == ["carol"]
+        assert page.get_attribute("#status", "data-state") == "idle"
+        assert len(joins_sent(tracked.sent)) == joins
