@@ -167,8 +167,9 @@ def test_newer_deb_upgrades_and_runs(converged: Converged) -> None:
     container = converged.target.container
     current = container.run(["dpkg-query", "-W", "-f=${Version}", "pichat"]).stdout
     newer = build_deb(version=f"{current}+upgrade1")
-    run = converged.target.playbook({**converged.variables, "pichat_deb_path": str(newer)})
-    run.check()
+    variables = {**converged.variables, "pichat_deb_path": str(newer)}
+    # Only the install tasks (and the restart they notify): the rest is tested above.
+    run = converged.target.playbook(variables, "--tags", "pichat_install").check()
     assert "Install the package and its dependencies with apt." in run.changed_tasks()
     version = container.run(["dpkg-query", "-W", "-f=${Version}", "pichat"]).stdout
     assert version == f"{current}+upgrade1"
