@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.system import BOOT, Container, boot, build_deb, free_port
+from tests.system import BOOT, Container, boot, build_deb, ensure_root, free_port
 
 # Where build_deb()'s directory is bound inside the containers.
 DIST = "/mnt/dist"
@@ -16,8 +17,16 @@ DIST = "/mnt/dist"
 
 @pytest.fixture(scope="session")
 def deb() -> Path:
-    """pichat_<version>_all.deb built from the working tree (cached by content)."""
-    return build_deb()
+    """pichat_<version>_all.deb built from the working tree (cached by content).
+
+    The root the containers boot is made meanwhile, when missing: from nothing
+    that overlaps its downloads and installs with the build root's.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        boot_root = pool.submit(ensure_root, BOOT)
+        package = build_deb()
+        boot_root.result()
+    return package
 
 
 def deb_version(deb: Path) -> str:
