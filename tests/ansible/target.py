@@ -96,6 +96,7 @@ def ansible_env(home: Path) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
         "ANSIBLE_HOME": str(home / ".ansible"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(home / "cp"),
         "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
@@ -236,10 +237,29 @@ def provision_target(
             for path, text in (files or {}).items():
                 container.write(path, text)
             _authorize_key(container, workdir)
-            if private_network:
-                container.run(["touch", "/var/lib/apt/periodic/update-success-stamp"])
-                yield Target(container, None, workdir, deb)
-            else:
-                yield Target(container, _start_sshd(container), workdir, deb)
+            try:
+                if private_network:
+                    container.run(["touch", "/var/lib/apt/periodic/update-success-stamp"])
+                    yield Target(container, None, workdir, deb)
+                else:
+                    yield Target(container, _start_sshd(container), workdir, deb)
+            finally:
+                _close_ssh_masters(workdir / "cp")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _close_ssh_masters(directory: Path) -> None:
+    """End the SSH connections Ansible keeps open (ControlPersist) before the halt.
+
+    Their login sessions would otherwise be part of the container's shutdown, and
+    the ssh processes on the host would linger until the connection breaks.
+    """
+    for socket in directory.glob("*"):
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "target"],
+            env={"PATH": DEBIAN_PATH},
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
