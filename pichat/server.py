@@ -352,6 +352,12 @@ class ChatServer:
         room = self.rooms[site.room]
         address = self._reserved.get(connection, "")
         legacy = connection.subprotocol == LEGACY_SUBPROTOCOL
+        # websockets keeps the handshake's request and response for the life of
+        # the connection; their headers are ~4 KiB each connection, read only once.
+        if connection.request is not None:
+            connection.request.headers = Headers()
+        if connection.response is not None:
+            connection.response.headers = Headers()
         client = Client(connection, address, site, room, legacy)
         self.clients.add(client)
         self._status_later()
