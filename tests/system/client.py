@@ -49,10 +49,16 @@ class Chat:
         """The id of the last message seen, ``None`` before any."""
         return self.messages[-1]["id"] if self.messages else None
 
-    async def connect(self) -> dict[str, Any]:
-        """Open a connection and join; returns the welcome (its history recorded)."""
+    async def connect(self, since: int | None = None) -> dict[str, Any]:
+        """Open a connection and join; returns the welcome (its history recorded).
+
+        Args:
+            since: resume after this message id; by default the last one seen, if
+                this client joined before, else a fresh join.
+        """
         self.ws = await connect(self.url, subprotocols=[SUBPROTOCOL], open_timeout=OPEN_TIMEOUT)
-        since = self.last_id if self.welcomes else None
+        if since is None and self.welcomes:
+            since = self.last_id
         await self.ws.send(json.dumps({"type": "join", "name": self.name, "since": since}))
         welcome = await self.expect("welcome")
         self.welcomes.append(welcome)
