@@ -419,3 +419,16 @@ def test_capability_drop_in_binds_a_low_port(drop_ins: Container) -> None:
     container.systemctl("daemon-reload")
     restart(container)
     assert get_json(port, "/healthz")["status"] == "ok"
+
+
+def test_autopkgtest_smoke_command_passes(installed: Installed) -> None:
+    """debian/tests/control's Test-Command succeeds on the installed package."""
+    control = (Path(__file__).resolve().parents[2] / "packaging/debian/tests/control").read_text()
+    commands = [
+        line.removeprefix("Test-Command:").strip()
+        for line in control.splitlines()
+        if line.startswith("Test-Command:")
+    ]
+    assert commands, control
+    for command in commands:
+        installed.container.run(command)
