@@ -51,7 +51,7 @@ run: $(VENV)/.runtime
 
 ## make test: lint, then the whole suite (unit, server, browser, package, role).
 test: $(VENV)/.dev $(CACHE)/host-packages lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 ## make test-fast: the suite without the browser and the Debian 13 root filesystem.
 test-fast: $(VENV)/.dev
