@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -67,16 +75,21 @@ def _check_document_root(path: Path) -> Path:
     return path.resolve()
 
 
+# Shared by the top level (the default site) and each [[sites]] table.
+Origins = Annotated[list[str], AfterValidator(_check_origins)]
+DocumentRoot = Annotated[Path, AfterValidator(_check_document_root)]
+
+
 class Site(BaseModel):
     """One virtual-host-like site: which Host names it answers and what it serves."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     server_names: list[str] = Field(min_length=1)
-    document_root: Path | None = None
+    document_root: DocumentRoot | None = None
     room: Room = "lobby"
     title: Title = "pichat"
-    allowed_origins: list[str] = []
+    allowed_origins: Origins = []
 
     @field_validator("server_names")
     @classmethod
@@ -86,16 +99,6 @@ class Site(BaseModel):
             if not _HOSTNAME_RE.match(name):
                 raise ValueError(f"{name!r} is not a host name")
         return cleaned
-
-    @field_validator("allowed_origins")
-    @classmethod
-    def _origins(cls, origins: list[str]) -> list[str]:
-        return _check_origins(origins)
-
-    @field_validator("document_root")
-    @classmethod
-    def _root(cls, path: Path | None) -> Path | None:
-        return None if path is None else _check_document_root(path)
 
 
 class Settings(BaseSettings):
@@ -120,10 +123,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # The default site: answers any Host that no [[sites]] entry names.
-    document_root: Path = Path("public")
+    document_root: DocumentRoot = Path("public")
     title: Title = "pichat"
     room: Room = "lobby"
-    allowed_origins: list[str] = []
+    allowed_origins: Origins = []
     sites: list[Site] = []
 
     # History.
@@ -141,16 +144,6 @@ class Settings(BaseSettings):
     max_connections_per_ip: int = Field(100, ge=1)
     send_queue_bytes: int = Field(1024 * 1024, ge=16 * 1024)
     ping_interval: float = Field(30.0, ge=0)
-
-    @field_validator("allowed_origins")
-    @classmethod
-    def _origins(cls, origins: list[str]) -> list[str]:
-        return _check_origins(origins)
-
-    @field_validator("document_root")
-    @classmethod
-    def _root(cls, path: Path) -> Path:
-        return _check_document_root(path)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
