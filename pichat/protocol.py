@@ -82,6 +82,15 @@ class Limits:
     rate_messages: int = 10
     rate_window: float = 10.0
 
+    def as_dict(self) -> dict[str, float]:
+        """The limits as clients see them (``welcome`` and ``/site.json``)."""
+        return {
+            "text": self.text,
+            "name": self.name,
+            "rate_messages": self.rate_messages,
+            "rate_window": self.rate_window,
+        }
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Join:
@@ -312,12 +321,7 @@ def welcome_frame(
             "you": {"name": name, "avatar": avatar},
             "room": room,
             "title": title,
-            "limits": {
-                "text": limits.text,
-                "name": limits.name,
-                "rate_messages": limits.rate_messages,
-                "rate_window": limits.rate_window,
-            },
+            "limits": limits.as_dict(),
             "online": [{"name": n, "avatar": a} for n, a in online],
             "resumed": resumed,
             "gap": gap,

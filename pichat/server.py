@@ -92,7 +92,6 @@ class Client:
 
     __slots__ = (
         "connection",
-        "address",
         "site",
         "room",
         "legacy",
@@ -107,13 +106,11 @@ class Client:
     def __init__(
         self,
         connection: ServerConnection,
-        address: str,
         site: Site,
         room: Room[Client],
         legacy: bool,
     ) -> None:
         self.connection = connection
-        self.address = address
         self.site = site
         self.room = room
         self.legacy = legacy
@@ -264,25 +261,33 @@ class ChatServer:
             if self._per_address[address] <= 0:
                 del self._per_address[address]
 
-    def _plain(self, status: http.HTTPStatus, text: str) -> Response:
+    @staticmethod
+    def _response(
+        status: http.HTTPStatus,
+        body: bytes,
+        content_type: str,
+        cache_control: str,
+        host: str | None,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> Response:
+        """Every HTTP answer: its own headers plus the security headers."""
         headers = Headers()
-        headers["Content-Type"] = "text/plain; charset=utf-8"
-        headers["Cache-Control"] = "no-store"
-        for name, value in security_headers(None):
+        for name, value in security_headers(host):
             headers[name] = value
-        body = text.encode()
-        headers["Content-Length"] = str(len(body))
+        headers["Content-Type"] = content_type
+        headers["Cache-Control"] = cache_control
+        for name, value in extra:
+            headers[name] = value
+        if status is not http.HTTPStatus.NOT_MODIFIED:
+            headers["Content-Length"] = str(len(body))
         return Response(status.value, status.phrase, headers, body)
+
+    def _plain(self, status: http.HTTPStatus, text: str) -> Response:
+        return self._response(status, text.encode(), "text/plain; charset=utf-8", "no-store", None)
 
     def _json(self, value: object, host: str | None) -> Response:
         body = json.dumps(value).encode()
-        headers = Headers()
-        headers["Content-Type"] = "application/json"
-        headers["Cache-Control"] = "no-cache"
-        headers["Content-Length"] = str(len(body))
-        for name, header in security_headers(host):
-            headers[name] = header
-        return Response(200, "OK", headers, body)
+        return self._response(http.HTTPStatus.OK, body, "application/json", "no-cache", host)
 
     def http_response(self, request: Request, site: Site) -> Response:
         """A plain GET: health, the site's description, or a static file."""
@@ -296,41 +301,30 @@ class ChatServer:
                     "title": site.title,
                     "room": site.room,
                     "version": __version__,
-                    "limits": {
-                        "text": self.limits.text,
-                        "name": self.limits.name,
-                        "rate_messages": self.limits.rate_messages,
-                        "rate_window": self.limits.rate_window,
-                    },
+                    "limits": self.limits.as_dict(),
                 },
                 host,
             )
-        headers = Headers()
-        for name, value in security_headers(host):
-            headers[name] = value
         target = resolve(site.document_root, path)
         if target is None:
-            headers["Content-Type"] = "text/html; charset=utf-8"
-            headers["Cache-Control"] = "no-cache"
-            headers["Content-Length"] = str(len(NOT_FOUND))
-            return Response(404, "Not Found", headers, NOT_FOUND)
+            return self._response(
+                http.HTTPStatus.NOT_FOUND, NOT_FOUND, "text/html; charset=utf-8", "no-cache", host
+            )
         accept = request.headers.get("Accept-Encoding", "")
         try:
             file = self.files.load(target, "gzip" in accept.lower())
         except OSError:
             logger.warning("cannot read %s", target, exc_info=True)
             return self._plain(http.HTTPStatus.INTERNAL_SERVER_ERROR, "Cannot read the file\n")
-        headers["Content-Type"] = file.content_type
-        headers["Cache-Control"] = file.cache_control
-        headers["ETag"] = file.etag
-        headers["Vary"] = "Accept-Encoding"
+        extra: tuple[tuple[str, str], ...] = (("ETag", file.etag), ("Vary", "Accept-Encoding"))
         if file.gzip:
-            headers["Content-Encoding"] = "gzip"
+            extra += (("Content-Encoding", "gzip"),)
         tags = request.headers.get("If-None-Match", "")
-        if file.etag in {tag.strip() for tag in tags.split(",")} or tags.strip() == "*":
-            return Response(304, "Not Modified", headers, b"")
-        headers["Content-Length"] = str(len(file.body))
-        return Response(200, "OK", headers, file.body)
+        fresh = file.etag in {tag.strip() for tag in tags.split(",")} or tags.strip() == "*"
+        status = http.HTTPStatus.NOT_MODIFIED if fresh else http.HTTPStatus.OK
+        return self._response(
+            status, b"" if fresh else file.body, file.content_type, file.cache_control, host, extra
+        )
 
     def health(self) -> dict[str, object]:
         """What ``/healthz`` reports."""
@@ -350,7 +344,6 @@ class ChatServer:
         host = connection.request.headers.get("Host") if connection.request else None
         site = self.sites.pick(host)
         room = self.rooms[site.room]
-        address = self._reserved.get(connection, "")
         legacy = connection.subprotocol == LEGACY_SUBPROTOCOL
         # websockets keeps the handshake's request and response for the life of
         # the connection; their headers are ~4 KiB each connection, read only once.
@@ -358,7 +351,7 @@ class ChatServer:
             connection.request.headers = Headers()
         if connection.response is not None:
             connection.response.headers = Headers()
-        client = Client(connection, address, site, room, legacy)
+        client = Client(connection, site, room, legacy)
         self.clients.add(client)
         self._status_later()
         try:
@@ -393,9 +386,7 @@ class ChatServer:
         identity = client.room.leave(client)
         if identity is not None and not self.shutting_down:
             frame = presence_frame("leave", identity[0], identity[1], len(client.room.members))
-            frame = wire_frame(frame)
-            for member in client.room.members:
-                self.queue(member, frame)
+            self.queue(client.room.members, wire_frame(frame))
 
     def on_frame(self, client: Client, data: str) -> None:
         """Handle one ``pichat.v1`` frame."""
@@ -443,9 +434,7 @@ class ChatServer:
             ),
         )
         frame = wire_frame(presence_frame("join", name, command.avatar, len(room.members)))
-        for member in room.members:
-            if member is not client:
-                self.queue(member, frame)
+        self.queue((member for member in room.members if member is not client), frame)
 
     def post(self, client: Client, name: str, avatar: str, text: str) -> None:
         """Rate-limit, then store; the broadcast follows the commit."""
@@ -470,24 +459,31 @@ class ChatServer:
         error = wire_frame(
             error_frame(ProtocolError("unavailable", "the message could not be stored; try again"))
         )
-        for _, _, token in batch:
-            assert isinstance(token, Client)
-            self.queue(token, error)
+        self.queue([token for _, _, token in batch if isinstance(token, Client)], error)
 
     def broadcast(self, room: Room[Client], message: Message) -> None:
         """Send a stored message to everyone in its room, each dialect encoded once."""
         frame = message.frames.get("v1")
         if frame is None:
             frame = message.frames["v1"] = wire_frame(message.v1_json())
-        self._queue_all(room.members, frame)
+        self.queue(room.members, frame)
         if room.listeners:
             legacy = message.frames.get("legacy")
             if legacy is None:
                 legacy = message.frames["legacy"] = wire_frame(message.legacy_json())
-            self._queue_all(room.listeners, legacy)
+            self.queue(room.listeners, legacy)
 
-    def _queue_all(self, clients: Iterable[Client], frame: bytes) -> None:
-        """:meth:`queue` for many clients: the broadcast's inner loop, kept lean."""
+    # Sending.
+
+    def send(self, client: Client, payload: bytes) -> None:
+        """Queue one JSON payload for one client."""
+        self.queue((client,), wire_frame(payload))
+
+    def queue(self, clients: Iterable[Client], frame: bytes) -> None:
+        """Queue a wire frame for clients; each one's queue is written once this loop turn.
+
+        This is the broadcast's inner loop: kept lean.
+        """
         dirty = self._dirty
         for client in clients:
             if client.closed:
@@ -498,22 +494,6 @@ class ChatServer:
             pending.append(frame)
         if dirty and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
-
-    # Sending.
-
-    def send(self, client: Client, payload: bytes) -> None:
-        """Queue one JSON payload for one client."""
-        self.queue(client, wire_frame(payload))
-
-    def queue(self, client: Client, frame: bytes) -> None:
-        """Queue a wire frame; it is written with the client's others this loop turn."""
-        if client.closed:
-            return
-        if not client.pending:
-            self._dirty.append(client)
-            if self._flush_handle is None:
-                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
-        client.pending.append(frame)
 
     def _flush(self) -> None:
         self._flush_handle = None

@@ -86,7 +86,6 @@ class Store:
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
-        self.batches = 0
 
     async def _call(self, function: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
@@ -164,7 +163,6 @@ class Store:
                     logger.error("storing %d messages failed", len(batch), exc_info=True)
                     self._on_failed(batch)
                 else:
-                    self.batches += 1
                     self._on_stored(batch)
             if self._closing and not self._pending:
                 return
