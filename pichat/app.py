@@ -22,9 +22,9 @@ from websockets.typing import Subprotocol
 from . import __version__
 from .protocol import LEGACY_SUBPROTOCOL, SUBPROTOCOL
 from .server import ChatServer
-from .settings import ConfigError, Settings, SystemdEnvironment, load
+from .settings import ConfigError, Settings, load
 from .store import Store, StoreError
-from .systemd import Notifier, Watchdog, inherited_sockets
+from .systemd import Notifier, SystemdEnvironment, Watchdog, inherited_sockets
 
 __all__ = ["EX_CANTCREAT", "run"]
 

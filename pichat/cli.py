@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .settings import ConfigError, Settings, config_path, dump_toml, load, systemd_environment
-from .systemd import JournalFormatter
+from .settings import ConfigError, Settings, config_path, dump_toml, load
+from .systemd import JournalFormatter, systemd_environment
 
 __all__ = ["EX_CONFIG", "main"]
 

@@ -10,7 +10,6 @@ validated :class:`Settings` or raises :class:`ConfigError` listing every bad key
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -25,7 +24,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -38,13 +36,13 @@ from pydantic_settings import (
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "ConfigError",
+    "RoomName",
+    "ServerNames",
     "Settings",
-    "Site",
-    "SystemdEnvironment",
+    "SiteConfig",
     "config_path",
     "dump_toml",
     "load",
-    "systemd_environment",
 ]
 
 DEFAULT_CONFIG_FILE = Path("/etc/pichat/pichat.toml")
@@ -53,7 +51,7 @@ _ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HOSTNAME_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*\.?$")
 
 Title = Annotated[str, Field(min_length=1, max_length=120)]
-Room = Annotated[str, Field(pattern=_ROOM_RE.pattern)]
+RoomName = Annotated[str, Field(pattern=_ROOM_RE.pattern)]
 
 
 def _check_origins(origins: list[str]) -> list[str]:
@@ -69,6 +67,15 @@ def _check_origins(origins: list[str]) -> list[str]:
     return normalised
 
 
+def _check_server_names(names: list[str]) -> list[str]:
+    """Lower-case host names without a final dot; ``*.example.org`` wildcards allowed."""
+    cleaned = [name.strip().lower().rstrip(".") for name in names]
+    for name in cleaned:
+        if not _HOSTNAME_RE.match(name):
+            raise ValueError(f"{name!r} is not a host name")
+    return cleaned
+
+
 def _check_document_root(path: Path) -> Path:
     if not path.is_dir():
         raise ValueError(f"{str(path)!r} is not a directory")
@@ -78,27 +85,22 @@ def _check_document_root(path: Path) -> Path:
 # Shared by the top level (the default site) and each [[sites]] table.
 Origins = Annotated[list[str], AfterValidator(_check_origins)]
 DocumentRoot = Annotated[Path, AfterValidator(_check_document_root)]
+ServerNames = Annotated[list[str], AfterValidator(_check_server_names)]
 
 
-class Site(BaseModel):
-    """One virtual-host-like site: which Host names it answers and what it serves."""
+class SiteConfig(BaseModel):
+    """One ``[[sites]]`` table as written: which Host names it answers, what it serves.
+
+    :class:`pichat.sites.Site` is the resolved form a request uses.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    server_names: list[str] = Field(min_length=1)
+    server_names: Annotated[ServerNames, Field(min_length=1)]
     document_root: DocumentRoot | None = None
-    room: Room = "lobby"
+    room: RoomName = "lobby"
     title: Title = "pichat"
     allowed_origins: Origins = []
-
-    @field_validator("server_names")
-    @classmethod
-    def _names(cls, names: list[str]) -> list[str]:
-        cleaned = [name.strip().lower().rstrip(".") for name in names]
-        for name in cleaned:
-            if not _HOSTNAME_RE.match(name):
-                raise ValueError(f"{name!r} is not a host name")
-        return cleaned
 
 
 class Settings(BaseSettings):
@@ -125,14 +127,19 @@ class Settings(BaseSettings):
     # The default site: answers any Host that no [[sites]] entry names.
     document_root: DocumentRoot = Path("public")
     title: Title = "pichat"
-    room: Room = "lobby"
+    room: RoomName = "lobby"
     allowed_origins: Origins = []
-    sites: list[Site] = []
+    # Empty: the default site answers any Host (the appliance reached by IP).
+    # Set: a WebSocket upgrade for a Host no site names is refused (DNS rebinding).
+    server_names: ServerNames = []
+    sites: list[SiteConfig] = []
 
     # History.
     history_replay: int = Field(100, ge=0, le=100_000)
     history_max_messages: int = Field(1000, ge=1, le=1_000_000)
     history_max_age_days: float = Field(0.0, ge=0)
+    # A welcome or history page carries at most this many bytes of messages.
+    history_replay_bytes: int = Field(256 * 1024, ge=4096, le=16 * 1024 * 1024)
 
     # Limits.
     max_message_length: int = Field(2000, ge=1, le=1_000_000)
@@ -144,6 +151,7 @@ class Settings(BaseSettings):
     max_connections_per_ip: int = Field(100, ge=1)
     send_queue_bytes: int = Field(1024 * 1024, ge=16 * 1024)
     ping_interval: float = Field(30.0, ge=0)
+    join_timeout: float = Field(10.0, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -176,7 +184,7 @@ class Settings(BaseSettings):
         # environment must win over it, so it comes first.
         return env_settings, init_settings
 
-    def site_document_root(self, site: Site) -> Path:
+    def site_document_root(self, site: SiteConfig) -> Path:
         """The directory a site serves: its own, else the top-level one."""
         return site.document_root if site.document_root is not None else self.document_root
 
@@ -279,60 +287,10 @@ def dump_toml(settings: Settings) -> str:
             for site in value:
                 tables.append("")
                 tables.append("[[sites]]")
-                for key in Site.model_fields:
+                for key in SiteConfig.model_fields:
                     item = getattr(site, key)
                     if item is not None:
                         tables.append(f"{key} = {_toml_value(item)}")
         else:
             lines.append(f"{name} = {_toml_value(value)}")
     return "\n".join(lines + tables) + "\n"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SystemdEnvironment:
-    """What systemd told this process through its environment.
-
-    Attributes:
-        watchdog_usec: the watchdog interval in microseconds, 0 when off.
-        listen_fds: how many sockets systemd passed (socket activation), from fd 3.
-        journal: True when stderr is connected to the journal.
-    """
-
-    watchdog_usec: int = 0
-    listen_fds: int = 0
-    journal: bool = False
-
-
-def _for_this_process(pid_variable: str) -> bool:
-    pid = os.environ.get(pid_variable)
-    return pid is None or pid == str(os.getpid())
-
-
-def systemd_environment() -> SystemdEnvironment:
-    """Read ``WATCHDOG_USEC``, ``LISTEN_FDS`` and ``JOURNAL_STREAM``.
-
-    Each is honoured only when its ``*_PID`` companion names this process, as
-    sd_listen_fds(3) and sd_watchdog_enabled(3) require.
-    """
-    watchdog = 0
-    if _for_this_process("WATCHDOG_PID"):
-        try:
-            watchdog = max(0, int(os.environ.get("WATCHDOG_USEC", "0")))
-        except ValueError:
-            watchdog = 0
-    listen = 0
-    if "LISTEN_PID" in os.environ and _for_this_process("LISTEN_PID"):
-        try:
-            listen = max(0, int(os.environ.get("LISTEN_FDS", "0")))
-        except ValueError:
-            listen = 0
-    journal = False
-    stream = os.environ.get("JOURNAL_STREAM", "")
-    if stream:
-        try:
-            device, inode = (int(part) for part in stream.split(":"))
-            info = os.fstat(2)
-            journal = (info.st_dev, info.st_ino) == (device, inode)
-        except (ValueError, OSError):
-            journal = False
-    return SystemdEnvironment(watchdog_usec=watchdog, listen_fds=listen, journal=journal)

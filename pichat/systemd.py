@@ -7,7 +7,9 @@ no ``LISTEN_FDS``), so the same daemon runs from ``make run`` and as a unit.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import socket
 import time
 
@@ -17,13 +19,65 @@ __all__ = [
     "LISTEN_FDS_START",
     "JournalFormatter",
     "Notifier",
+    "SystemdEnvironment",
     "Watchdog",
     "inherited_sockets",
+    "systemd_environment",
 ]
 
 LISTEN_FDS_START = 3
 
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SystemdEnvironment:
+    """What systemd told this process through its environment.
+
+    Attributes:
+        watchdog_usec: the watchdog interval in microseconds, 0 when off.
+        listen_fds: how many sockets systemd passed (socket activation), from fd 3.
+        journal: True when stderr is connected to the journal.
+    """
+
+    watchdog_usec: int = 0
+    listen_fds: int = 0
+    journal: bool = False
+
+
+def _for_this_process(pid_variable: str) -> bool:
+    pid = os.environ.get(pid_variable)
+    return pid is None or pid == str(os.getpid())
+
+
+def systemd_environment() -> SystemdEnvironment:
+    """Read ``WATCHDOG_USEC``, ``LISTEN_FDS`` and ``JOURNAL_STREAM``.
+
+    Each is honoured only when its ``*_PID`` companion names this process, as
+    sd_listen_fds(3) and sd_watchdog_enabled(3) require.
+    """
+    watchdog = 0
+    if _for_this_process("WATCHDOG_PID"):
+        try:
+            watchdog = max(0, int(os.environ.get("WATCHDOG_USEC", "0")))
+        except ValueError:
+            watchdog = 0
+    listen = 0
+    if "LISTEN_PID" in os.environ and _for_this_process("LISTEN_PID"):
+        try:
+            listen = max(0, int(os.environ.get("LISTEN_FDS", "0")))
+        except ValueError:
+            listen = 0
+    journal = False
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    if stream:
+        try:
+            device, inode = (int(part) for part in stream.split(":"))
+            info = os.fstat(2)
+            journal = (info.st_dev, info.st_ino) == (device, inode)
+        except (ValueError, OSError):
+            journal = False
+    return SystemdEnvironment(watchdog_usec=watchdog, listen_fds=listen, journal=journal)
 
 
 class Notifier:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import pichat
-from pichat.settings import Settings, Site, load
+from pichat.settings import Settings, SiteConfig, load
 
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
 CONFFILE = PACKAGING / "pichat.toml"
@@ -70,9 +70,9 @@ def test_conffile_sites_example_lists_every_site_key() -> None:
     """The commented [[sites]] example names every key of a site, with valid values."""
     _, sites = _sections()
     example = _uncommented(sites)
-    assert set(example) == set(Site.model_fields)
+    assert set(example) == set(SiteConfig.model_fields)
     for key in ("room", "title", "allowed_origins"):
-        assert example[key] == _default(Site.model_fields[key]), key
+        assert example[key] == _default(SiteConfig.model_fields[key]), key
 
 
 def test_conffile_is_accepted_by_the_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
