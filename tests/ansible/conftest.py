@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from tests.system import TIMEOUT, build_deb
@@ -67,3 +68,25 @@ async def say_and_hear(ws: ClientConnection, text: str) -> Any:
         frame = await recv_type(ws, "message")
         if frame["text"] == text:
             return frame
+
+
+async def upgrade_status(port: int, host: str) -> int:
+    """The HTTP status of a WebSocket upgrade to the loopback port sent with ``Host: host``.
+
+    101 when pichat admits the upgrade, else the status it refused it with (421 for a
+    Host no site names). The connection always goes to 127.0.0.1: only the header
+    changes, as it does when a rebinding page makes the browser connect.
+    """
+    try:
+        ws = await connect(
+            f"ws://{host}:{port}/",
+            host="127.0.0.1",
+            port=port,
+            subprotocols=[Subprotocol("pichat.v1")],
+            open_timeout=TIMEOUT,
+        )
+    except InvalidStatus as exc:
+        return exc.response.status_code
+    async with ws:
+        assert ws.response is not None
+        return ws.response.status_code

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pichat.settings import _HOSTNAME_RE
 from tests.ansible.target import ANSIBLE_DIR, VENV_BIN, ansible_env
 
 ROLE = ANSIBLE_DIR / "roles" / "pichat"
@@ -50,3 +51,9 @@ def test_every_default_is_specified_and_documented() -> None:
         if not (isinstance(value, str) and "{{" in value):
             assert spec.get("default") == value, name
         assert f"`{name}: " in readme, f"{name} is not documented as `{name}: default`"
+
+
+def test_role_filters_server_names_with_the_daemons_pattern() -> None:
+    """The role's host-name pattern is pichat's own, so no name it keeps fails check-config."""
+    variables = _load(ROLE / "vars" / "main.yml")
+    assert variables["__pichat_hostname_pattern"] == _HOSTNAME_RE.pattern

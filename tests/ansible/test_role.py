@@ -7,19 +7,29 @@ run in file order from that converged state, the ones that change it last.
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.ansible.conftest import http_get, join, record_timing, say_and_hear
+from tests.ansible.conftest import http_get, join, record_timing, say_and_hear, upgrade_status
 from tests.ansible.target import PlaybookRun, Target, provision_target
-from tests.system import build_deb, free_port
+from tests.system import Container, build_deb, free_port
 
 pytestmark = pytest.mark.system
 
 CONFIG = "/etc/pichat/pichat.toml"
+# What a page on a rebinding attacker's name sends as Host.
+FOREIGN = "attacker.example"
+
+# Ansible's platform facts, computed the way its collector does on the target.
+_NAMES_SCRIPT = """
+import platform, socket
+node = platform.node()
+print(node.split(".")[0]); print(node); print(socket.getfqdn())
+"""
 
 
 class Converged:
@@ -39,6 +49,21 @@ class Converged:
         """pichat's main PID: unchanged by a reload, new after a restart."""
         return self.target.container.show("pichat.service", "MainPID")
 
+    def config(self) -> dict[str, Any]:
+        """The rendered /etc/pichat/pichat.toml, parsed."""
+        return tomllib.loads(self.target.container.read(CONFIG))
+
+
+def fact_names(container: Container) -> tuple[str, set[str]]:
+    """The target's short hostname, and the names the role should take from its facts.
+
+    Read in the target the way Ansible's platform facts are (``ansible_hostname``,
+    ``ansible_nodename``, ``ansible_fqdn``), plus ``<hostname>.local`` and localhost.
+    """
+    short, node, fqdn = container.run(["python3", "-c", _NAMES_SCRIPT]).stdout.split()
+    names = {short, node, fqdn, f"{short}.local", "localhost"}
+    return short.lower(), {name.lower().rstrip(".") for name in names}
+
 
 @pytest.fixture(scope="module")
 def converged(deb: Path) -> Iterator[Converged]:
@@ -48,6 +73,9 @@ def converged(deb: Path) -> Iterator[Converged]:
             "pichat_host": "127.0.0.1",
             "pichat_port": free_port(),
             "pichat_title": "Provisioned",
+            # Not the defaults, so the test sees that the role templates them.
+            "pichat_join_timeout": 7.5,
+            "pichat_history_replay_bytes": 131072,
             "pichat_sites": [
                 {"server_names": ["club.test"], "title": "Club", "room": "club"},
             ],
@@ -77,6 +105,36 @@ def test_rendered_config_carries_the_variables(converged: Converged) -> None:
     _, club = http_get(f"http://127.0.0.1:{converged.port}/site.json", host="club.test")
     assert (default_site["title"], default_site["room"]) == ("Provisioned", "lobby")
     assert (club["title"], club["room"]) == ("Club", "club")
+
+
+def test_rendered_config_names_the_hosts_own_names(converged: Converged) -> None:
+    """server_names holds the target's names from its facts, each once, and no site's name."""
+    _, expected = fact_names(converged.target.container)
+    config = converged.config()
+    names = config["server_names"]
+    assert len(names) == len(set(names)), names
+    assert set(names) == expected
+    assert "club.test" not in names
+    assert (config["join_timeout"], config["history_replay_bytes"]) == (7.5, 131072)
+
+
+async def test_foreign_host_is_refused_own_names_and_address_admitted(
+    converged: Converged,
+) -> None:
+    """A rebinding page's Host gets 421; the target's names, a site's name and its address get in.
+
+    The page itself is still served for the foreign Host: only the chat is refused.
+    """
+    port = converged.port
+    hostname, _ = fact_names(converged.target.container)
+    status, _ = http_get(f"http://127.0.0.1:{port}/site.json", host=f"{FOREIGN}:{port}")
+    assert status == 200
+    assert await upgrade_status(port, hostname) == 101
+    assert await upgrade_status(port, f"{hostname}.local") == 101
+    assert await upgrade_status(port, "localhost") == 101
+    assert await upgrade_status(port, "club.test") == 101
+    assert await upgrade_status(port, "127.0.0.1") == 101
+    assert await upgrade_status(port, FOREIGN) == 421
 
 
 async def test_chat_round_trip_on_the_configured_port(converged: Converged) -> None:
@@ -127,6 +185,47 @@ def test_config_rejected_by_check_config_is_not_installed(converged: Converged) 
     assert "check-config" in run.output or "validat" in run.output, run.output
     assert converged.target.container.read(CONFIG) == before
     assert converged.main_pid() == pid
+
+
+def test_server_name_pichat_would_refuse_fails_before_any_change(converged: Converged) -> None:
+    """An extra name with an underscore stops the play at the role's own check, naming it."""
+    before = converged.target.container.read(CONFIG)
+    variables = {**converged.variables, "pichat_server_names_extra": ["my_pi"]}
+    run = converged.target.playbook(variables)
+    assert run.returncode != 0
+    assert "pichat_server_names: my_pi: not a host name" in run.output, run.output
+    assert run.recap()["changed"] == 0
+    assert converged.target.container.read(CONFIG) == before
+
+
+async def test_extra_names_alone_when_the_facts_are_off(converged: Converged) -> None:
+    """With pichat_server_names_auto off only the extra names count, as pichat spells them.
+
+    A reload applies the list: the extra name is admitted, the hostname now refused.
+    """
+    variables = {
+        **converged.variables,
+        "pichat_server_names_auto": False,
+        "pichat_server_names_extra": ["Chat.Example.ORG."],
+    }
+    run = converged.target.playbook(variables, "--tags", "pichat_config").check()
+    assert "Reload pichat" in run.changed_tasks(), run.output
+    assert converged.config()["server_names"] == ["chat.example.org"]
+    hostname, _ = fact_names(converged.target.container)
+    assert await upgrade_status(converged.port, "chat.example.org") == 101
+    assert await upgrade_status(converged.port, hostname) == 421
+
+
+async def test_no_server_names_answer_any_host(converged: Converged) -> None:
+    """Facts off and no extra names write server_names = [], which admits any Host."""
+    variables = {**converged.variables, "pichat_server_names_auto": False}
+    converged.target.playbook(variables, "--tags", "pichat_config").check()
+    assert converged.config()["server_names"] == []
+    assert await upgrade_status(converged.port, FOREIGN) == 101
+    # Back to the converged list for the tests after this one.
+    converged.target.playbook(converged.variables, "--tags", "pichat_config").check()
+    _, expected = fact_names(converged.target.container)
+    assert set(converged.config()["server_names"]) == expected
 
 
 async def test_title_change_reloads_without_dropping_a_client(converged: Converged) -> None:
