@@ -2,7 +2,10 @@
 
 startup: open the store, load the rooms, bind (or take systemd's sockets),
 then READY=1. serve: until SIGTERM/SIGINT; SIGHUP reloads. shutdown: STOPPING=1,
-close every client with 1001, drain the store, exit 0.
+close every client with 1001, drain the store, exit 0. Like uvicorn's
+``Server``, every resource startup takes is pushed on one ``AsyncExitStack``,
+so a failure at any step (a port in use, a damaged database) still releases
+what the earlier steps took, and says so in one line with a sysexits code.
 """
 
 from __future__ import annotations
@@ -20,17 +23,18 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Subprotocol
 
 from . import __version__
-from .protocol import LEGACY_SUBPROTOCOL, SUBPROTOCOL
-from .server import ChatServer
+from .outbox import Connection
+from .server import DIALECTS, ChatServer
 from .settings import ConfigError, Settings, load
 from .store import Store, StoreError
 from .systemd import Notifier, SystemdEnvironment, Watchdog, inherited_sockets
 
-__all__ = ["EX_CANTCREAT", "run"]
+__all__ = ["EX_CANTCREAT", "EX_UNAVAILABLE", "Daemon", "run"]
 
 logger = logging.getLogger(__name__)
 
 EX_CANTCREAT = 73  # sysexits(3): the state directory or database cannot be used
+EX_UNAVAILABLE = 69  # sysexits(3): the address cannot be bound (in use, not ours)
 #: How long shutdown waits for clients to finish the closing handshake.
 CLOSE_TIMEOUT = 3.0
 HISTORY_FILE = "history.sqlite3"
@@ -48,13 +52,13 @@ def _raise_file_limit() -> None:
 def select_subprotocol(
     connection: ServerConnection, offered: Sequence[Subprotocol]
 ) -> Subprotocol | None:
-    """``pichat.v1`` or ``echo-protocol`` when offered; none at all is ``pichat.v1`` too.
+    """A subprotocol pichat speaks when offered; none at all is ``pichat.v1`` too.
 
     websockets refuses a client that offers no subprotocol when the server has
     some; command-line clients (websocat, curl) rarely send one, so pichat
     accepts them and speaks ``pichat.v1``.
     """
-    for name in (SUBPROTOCOL, LEGACY_SUBPROTOCOL):
+    for name in DIALECTS:
         if name in offered:
             return Subprotocol(name)
     return None
@@ -69,8 +73,18 @@ def _describe(sock: socket.socket) -> str:
     return str(address)
 
 
+class ListenError(Exception):
+    """The configured address cannot be bound."""
+
+
 class Daemon:
-    """One run of the daemon; :meth:`run` returns the exit code."""
+    """One run of the daemon; :meth:`run` returns the exit code.
+
+    Args:
+        settings: the validated configuration.
+        config_file: re-read on SIGHUP (``None``: defaults and environment).
+        env: what systemd passed.
+    """
 
     def __init__(self, settings: Settings, config_file: Path | None, env: SystemdEnvironment):
         self.settings = settings
@@ -78,73 +92,83 @@ class Daemon:
         self.env = env
         self.notifier = Notifier()
         self.stop = asyncio.Event()
+        self.servers: list[Server] = []
+        self.chat: ChatServer | None = None
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> int:
-        """Serve until told to stop."""
+        """Start up, serve until told to stop, shut down; the process exit code."""
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                chat = await self.startup(stack)
+            except StoreError as exc:
+                logger.error("cannot open the history: %s", exc)
+                return EX_CANTCREAT
+            except ListenError as exc:
+                logger.error("%s", exc)
+                return EX_UNAVAILABLE
+            self.notifier.ready(chat.status_line())
+            logger.info("pichat %s ready", __version__)
+            await self.stop.wait()
+            logger.info("stopping")
+            self.notifier.stopping()
+        logger.info("stopped")
+        return 0
+
+    async def startup(self, stack: contextlib.AsyncExitStack) -> ChatServer:
+        """Take every resource, each released by ``stack`` in reverse order."""
         _raise_file_limit()
-        store = Store(
-            self.settings.state_dir / HISTORY_FILE,
-            on_stored=lambda batch: chat.on_stored(batch),
-            on_failed=lambda batch: chat.on_failed(batch),
-        )
-        try:
-            await store.open()
-        except StoreError as exc:
-            logger.error("cannot open the history: %s", exc)
-            return EX_CANTCREAT
-        chat = ChatServer(self.settings, store, self.notifier)
+        loop = asyncio.get_running_loop()
+        store = Store(self.settings.state_dir / HISTORY_FILE)
+        await store.open()
+        stack.push_async_callback(store.close)
+        chat = self.chat = ChatServer(self.settings, store, self.notifier)
         await chat.load_rooms()
         await chat.expire()
 
-        servers = await self._listen(chat)
-        loop = asyncio.get_running_loop()
+        self.servers = await self._listen(chat)
+        stack.push_async_callback(self._close_servers)
+        for server in self.servers:
+            for sock in server.sockets:
+                logger.info("listening on %s", _describe(sock))
+
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup, chat)
+        stack.callback(self._remove_signal_handlers)
 
-        for server in servers:
-            for sock in server.sockets:
-                logger.info("listening on %s", _describe(sock))
-        self.notifier.ready(chat.status_line())
-        watchdog = None
         if self.env.watchdog_usec:
             watchdog = Watchdog(self.notifier, self.env.watchdog_usec)
             watchdog.start()
+            stack.callback(watchdog.stop)
         chat.start_housekeeping()
-        logger.info("pichat %s ready", __version__)
+        stack.push_async_callback(chat.stop_housekeeping)
+        return chat
 
-        await self.stop.wait()
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
 
-        logger.info("stopping")
-        self.notifier.stopping()
-        # A second SIGTERM while closing changes nothing; a reload is moot now.
-        loop.remove_signal_handler(signal.SIGHUP)
-        await chat.stop_housekeeping()
-        for server in servers:
+    async def _close_servers(self) -> None:
+        for server in self.servers:
             server.close()  # closes every connection with 1001 (going away)
-        for server in servers:
+        for server in self.servers:
             try:
                 await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT + 2)
             except TimeoutError:
                 logger.warning("some connections did not close in time")
-        await store.close()
-        if watchdog is not None:
-            watchdog.stop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-        logger.info("stopped")
-        return 0
 
     async def _listen(self, chat: ChatServer) -> list[Server]:
         options = dict(
             process_request=chat.process_request,
             process_response=chat.process_response,
-            subprotocols=[SUBPROTOCOL, LEGACY_SUBPROTOCOL],
+            subprotocols=list(DIALECTS),
             select_subprotocol=select_subprotocol,
+            create_connection=Connection,
             compression=None,  # deflate costs ~100 KiB per connection and CPU per frame
-            ping_interval=None,  # one sweep for all clients instead (ChatServer._sweep)
+            ping_interval=None,  # one sweep for all clients instead (Outbox.sweep)
             max_size=self.settings.max_frame_bytes,
             close_timeout=CLOSE_TIMEOUT,
             server_header="pichat",
@@ -157,9 +181,14 @@ class Daemon:
                 for sock in inherited_sockets(self.env.listen_fds)
             ]
         host = self.settings.host or None
-        return [
-            await serve(chat.handler, host, self.settings.port, **options)  # type: ignore[arg-type]
-        ]
+        try:
+            return [
+                await serve(chat.handler, host, self.settings.port, **options)  # type: ignore[arg-type]
+            ]
+        except OSError as exc:
+            where = f"{self.settings.host or '*'}:{self.settings.port}"
+            reason = exc.strerror or str(exc)
+            raise ListenError(f"cannot listen on {where}: {reason}") from None
 
     def _on_sighup(self, chat: ChatServer) -> None:
         task = asyncio.get_running_loop().create_task(self.reload(chat))
@@ -176,7 +205,10 @@ class Daemon:
             except ConfigError as exc:
                 logger.error("reload failed, keeping the running configuration: %s", exc)
             else:
-                await chat.reload(settings)
+                try:
+                    await chat.reload(settings)
+                except StoreError as exc:
+                    logger.error("reload could not load a room: %s", exc)
                 self.settings = settings
                 logging.getLogger("pichat").setLevel(settings.log_level.upper())
                 logger.info("configuration reloaded")

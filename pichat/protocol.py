@@ -1,26 +1,27 @@
-"""The wire protocol, sans I/O: parse client frames, validate input, build server frames.
+"""The ``pichat.v1`` wire protocol, sans I/O: parse client frames, validate, build frames.
 
 Nothing here touches a socket, a clock or a file, so every rule of
-docs/protocol.md is testable with plain function calls. Two dialects share the
-rules: ``pichat.v1`` and the seed tutorial's ``echo-protocol``.
+docs/protocol.md is testable with plain function calls. The validation rules
+are shared with the seed tutorial's dialect (:mod:`.legacy`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import html
 import json
 import math
+import struct
 import unicodedata
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NewType, TypeGuard
 from urllib.parse import urlsplit
 
 __all__ = [
     "ERROR_CODES",
-    "LEGACY_SUBPROTOCOL",
     "SUBPROTOCOL",
+    "Frame",
+    "HistoryRequest",
     "Join",
     "Limits",
     "Message",
@@ -28,19 +29,41 @@ __all__ = [
     "Say",
     "error_frame",
     "format_date",
-    "legacy_history_frame",
+    "history_frame",
+    "load_object",
     "parse_frame",
-    "parse_legacy_frame",
     "presence_frame",
     "validate_avatar",
     "validate_name",
     "validate_text",
     "welcome_frame",
+    "wire_frame",
 ]
 
 SUBPROTOCOL = "pichat.v1"
-LEGACY_SUBPROTOCOL = "echo-protocol"
 MAX_AVATAR_LENGTH = 500
+MAX_EPOCH_LENGTH = 64
+
+#: A complete WebSocket frame, header included: the only thing a client's queue
+#: takes, so that a bare JSON payload cannot be queued by mistake.
+Frame = NewType("Frame", bytes)
+
+
+def wire_frame(payload: bytes) -> Frame:
+    """An unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2).
+
+    Server frames are never masked and pichat negotiates no extension, so the
+    frame for a message is the same bytes for every client: build it once.
+    """
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x81, length)
+    elif length < 65536:
+        header = struct.pack("!BBH", 0x81, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, length)
+    return Frame(header + payload)
+
 
 #: Every error code the server sends, with what it means (docs/protocol.md).
 ERROR_CODES: dict[str, str] = {
@@ -48,12 +71,14 @@ ERROR_CODES: dict[str, str] = {
     "bad_frame": "not a JSON object, or a field has the wrong type",
     "binary_frame": "binary frames are not spoken",
     "unknown_type": "type missing or unknown",
-    "not_joined": "say before join",
+    "not_joined": "say or history before join",
     "already_joined": "a second join on the same connection",
     "bad_name": "name empty or with control characters",
     "name_too_long": "name too long",
     "bad_avatar": "avatar not empty and not an http(s) URL",
     "bad_since": "since not null and not a non-negative integer",
+    "bad_epoch": "epoch not null and not a short string",
+    "bad_after": "after not a non-negative integer",
     "empty_text": "text empty or only white space",
     "text_too_long": "text too long",
     "bad_text": "text with control characters",
@@ -99,6 +124,14 @@ class Join:
     name: str
     avatar: str
     since: int | None
+    epoch: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """``{"type": "history"}``: the next page of messages after an id (a long resume)."""
+
+    after: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,9 +145,9 @@ class Say:
 class Message:
     """A stored chat message.
 
-    Its encodings are cached (``v1_json``, ``legacy_json``, and ``frames`` for the
-    I/O layer's wire frames) so that a broadcast to a thousand clients, or a
-    thousand welcomes after a restart, encode the message once.
+    Its encodings are cached (``v1_json`` and, through :meth:`encoded`, each
+    dialect's payload and wire frame) so that a broadcast to a thousand clients,
+    or a thousand welcomes after a restart, encode the message once.
     """
 
     id: int
@@ -123,9 +156,7 @@ class Message:
     avatar: str
     text: str
     date: str = dataclasses.field(init=False)
-    frames: dict[str, bytes] = dataclasses.field(default_factory=dict, repr=False)
-    _v1: bytes | None = dataclasses.field(default=None, repr=False)
-    _legacy: bytes | None = dataclasses.field(default=None, repr=False)
+    _cache: dict[str, bytes] = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.date = format_date(self.ms)
@@ -141,26 +172,28 @@ class Message:
             "text": self.text,
         }
 
-    def as_legacy(self) -> dict[str, str]:
-        """The message in the seed tutorial's shape, HTML-escaped for its raw insertion."""
-        return {
-            "name": html.escape(self.name),
-            "avatar": html.escape(self.avatar),
-            "message": html.escape(self.text),
-            "date": self.date,
-        }
+    def encoded(self, key: str, encode: Callable[[Message], bytes]) -> bytes:
+        """``encode(self)``, computed once per ``key`` for the message's lifetime."""
+        value = self._cache.get(key)
+        if value is None:
+            value = self._cache[key] = encode(self)
+        return value
 
     def v1_json(self) -> bytes:
         """The ``pichat.v1`` payload, encoded once."""
-        if self._v1 is None:
-            self._v1 = _dumps(self.as_v1())
-        return self._v1
+        return self.encoded("v1", _v1_payload)
 
-    def legacy_json(self) -> bytes:
-        """The ``echo-protocol`` payload (HTML-escaped fields), encoded once."""
-        if self._legacy is None:
-            self._legacy = _dumps(self.as_legacy())
-        return self._legacy
+    def v1_frame(self) -> Frame:
+        """The ``pichat.v1`` wire frame, built once."""
+        return Frame(self.encoded("v1-frame", _v1_frame))
+
+
+def _v1_payload(message: Message) -> bytes:
+    return dumps(message.as_v1())
+
+
+def _v1_frame(message: Message) -> bytes:
+    return wire_frame(message.v1_json())
 
 
 def format_date(epoch_ms: int) -> str:
@@ -234,9 +267,16 @@ def validate_text(value: object, limit: int) -> str:
     return value
 
 
-def _load_object(data: str) -> dict[str, Any]:
+def _bounded_int(digits: str) -> int | float:
+    # Python refuses to parse integers of 4,301+ digits (a ValueError that would
+    # read as bad_json); no id has more than 19. A float fails every id check.
+    return int(digits) if len(digits) <= 20 else math.inf
+
+
+def load_object(data: str) -> dict[str, Any]:
+    """A frame's JSON object; raises ``bad_json`` or ``bad_frame``."""
     try:
-        frame = json.loads(data)
+        frame = json.loads(data, parse_int=_bounded_int)
     except ValueError:
         raise ProtocolError("bad_json", "frame is not valid JSON") from None
     except RecursionError:
@@ -247,54 +287,47 @@ def _load_object(data: str) -> dict[str, Any]:
     return frame
 
 
-def parse_frame(data: str, limits: Limits) -> Join | Say:
+def _is_id(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def parse_frame(data: str, limits: Limits) -> Join | Say | HistoryRequest:
     """Parse and validate one ``pichat.v1`` text frame.
 
     Raises:
         ProtocolError: with the code the client gets back.
     """
-    frame = _load_object(data)
+    frame = load_object(data)
     kind = frame.get("type")
     if kind == "say":
         return Say(validate_text(frame.get("text"), limits.text))
     if kind == "join":
         since = frame.get("since")
-        if since is not None and (
-            not isinstance(since, int) or isinstance(since, bool) or since < 0
-        ):
+        if since is not None and not _is_id(since):
             raise ProtocolError("bad_since", "since must be null or a message id")
+        epoch = frame.get("epoch")
+        if epoch is not None and (not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_LENGTH):
+            raise ProtocolError("bad_epoch", "epoch must be null or the epoch of a welcome")
         return Join(
             name=validate_name(frame.get("name"), limits.name),
             avatar=validate_avatar(frame.get("avatar")),
             since=since,
+            epoch=epoch,
         )
+    if kind == "history":
+        after = frame.get("after")
+        if not _is_id(after):
+            raise ProtocolError("bad_after", "after must be a message id")
+        return HistoryRequest(after)
     if not isinstance(kind, str):
         raise ProtocolError("unknown_type", "frame has no type")
     raise ProtocolError("unknown_type", f"unknown frame type {kind[:40]!r}")
 
 
-def parse_legacy_frame(data: str, limits: Limits) -> tuple[str, str, str]:
-    """Parse an ``echo-protocol`` frame ``{"name", "avatar", "message"}``.
-
-    Returns:
-        ``(name, avatar, text)``, validated like ``join`` + ``say``.
-    """
-    frame = _load_object(data)
-    return (
-        validate_name(frame.get("name"), limits.name),
-        validate_avatar(frame.get("avatar")),
-        validate_text(frame.get("message"), limits.text),
-    )
-
-
-def _dumps(value: object) -> bytes:
+def dumps(value: object) -> bytes:
+    """Compact JSON, UTF-8."""
     # Compact separators: every byte is paid once per client per message.
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def legacy_history_frame(messages: Iterable[Message]) -> bytes:
-    """The seed tutorial's history: a JSON array of JSON-encoded message strings."""
-    return _dumps([m.legacy_json().decode() for m in messages])
 
 
 def welcome_frame(
@@ -308,6 +341,8 @@ def welcome_frame(
     online: Iterable[tuple[str, str]],
     resumed: bool,
     gap: bool,
+    epoch: str,
+    more: bool,
 ) -> bytes:
     """The answer to ``join``.
 
@@ -315,7 +350,7 @@ def welcome_frame(
     restart a thousand clients rejoin at once, and re-encoding the same hundred
     messages for each of them would dominate the reconnect storm.
     """
-    head = _dumps(
+    head = dumps(
         {
             "type": "welcome",
             "you": {"name": name, "avatar": avatar},
@@ -325,14 +360,22 @@ def welcome_frame(
             "online": [{"name": n, "avatar": a} for n, a in online],
             "resumed": resumed,
             "gap": gap,
+            "epoch": epoch,
+            "more": more,
         }
     )
     return head[:-1] + b',"history":[' + b",".join(m.v1_json() for m in history) + b"]}"
 
 
+def history_frame(after: int, messages: Sequence[Message], more: bool, gap: bool) -> bytes:
+    """The answer to ``history``: the next page after ``after``."""
+    head = dumps({"type": "history", "after": after, "more": more, "gap": gap})
+    return head[:-1] + b',"messages":[' + b",".join(m.v1_json() for m in messages) + b"]}"
+
+
 def presence_frame(event: str, name: str, avatar: str, count: int) -> bytes:
     """Someone joined or left; ``count`` is the number online after the event."""
-    return _dumps(
+    return dumps(
         {"type": "presence", "event": event, "name": name, "avatar": avatar, "count": count}
     )
 
@@ -343,4 +386,4 @@ def error_frame(error: ProtocolError) -> bytes:
     if error.retry_after is not None:
         # Round up so that a client waiting exactly this long is let through.
         frame["retry_after"] = math.ceil(error.retry_after * 1000) / 1000
-    return _dumps(frame)
+    return dumps(frame)

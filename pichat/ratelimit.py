@@ -1,4 +1,4 @@
-"""Per-client message rate limiting, sans I/O: a token bucket fed the current time.
+"""Rate limiting, sans I/O: a token bucket per client, a throttle per log line.
 
 A bucket holds ``rate_messages`` tokens and refills them evenly over
 ``rate_window`` seconds, so a client may burst a full window's worth and then
@@ -7,7 +7,7 @@ continue at the average rate. The caller passes ``now`` so tests need no clock.
 
 from __future__ import annotations
 
-__all__ = ["TokenBucket"]
+__all__ = ["LogThrottle", "TokenBucket"]
 
 
 class TokenBucket:
@@ -46,3 +46,28 @@ class TokenBucket:
         self.capacity = capacity
         self.window = window
         self.tokens = min(self.tokens, float(capacity))
+
+
+class LogThrottle:
+    """Lets a repeated log line through at most once per ``period`` seconds.
+
+    Refusals (a foreign Origin, an unknown Host) are decided by outsiders: one
+    line each would let anyone flood the journal. The line that gets through
+    says how many were held back since the last one.
+    """
+
+    __slots__ = ("period", "_next", "_held")
+
+    def __init__(self, period: float = 60.0) -> None:
+        self.period = period
+        self._next = float("-inf")
+        self._held = 0
+
+    def allow(self, now: float) -> int | None:
+        """``None`` to hold this line back, else how many were held back before it."""
+        if now < self._next:
+            self._held += 1
+            return None
+        held, self._held = self._held, 0
+        self._next = now + self.period
+        return held

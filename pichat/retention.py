@@ -1,17 +1,30 @@
 """History retention policy, sans I/O: which messages a room keeps.
 
 A room keeps at most ``max_messages`` and, when ``max_age_days`` is set, only
-messages younger than that. The same policy prunes the in-memory history and
-the SQLite table, so what a client can resume is exactly what is stored.
+messages younger than that. :meth:`Retention.cut` is the one place that
+decides; the room's memory and every history store apply the same :class:`Cut`,
+so what a client can resume is exactly what is stored.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["Retention"]
+__all__ = ["Cut", "Retention"]
 
 _MS_PER_DAY = 86_400_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cut:
+    """Keep messages with ``id >= first_id`` and ``ms >= oldest_ms``."""
+
+    first_id: int
+    oldest_ms: int
+
+    def keeps(self, message_id: int, ms: int) -> bool:
+        """Whether a message survives this cut."""
+        return message_id >= self.first_id and ms >= self.oldest_ms
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -30,3 +43,8 @@ class Retention:
     def first_kept_id(self, last_id: int) -> int:
         """The smallest id kept by the count limit when the newest id is ``last_id``."""
         return max(1, last_id - self.max_messages + 1)
+
+    def cut(self, last_id: int, now_ms: int) -> Cut:
+        """What a room whose newest id is ``last_id`` keeps at ``now_ms``."""
+        oldest = self.oldest_date_ms(now_ms)
+        return Cut(self.first_kept_id(last_id), oldest if oldest is not None else -(2**63))

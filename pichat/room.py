@@ -1,8 +1,8 @@
-"""Room state, sans I/O: who is online, the retained history, id assignment, resume.
+"""Room state, sans I/O: who is online, who listens, the retained history, ids, resume.
 
-The server owns the sockets; a room only sees opaque member objects. Keeping
-this logic free of I/O lets the rules (unique names, no gap and no duplicate on
-resume, retention) be tested with plain calls.
+The chat engine owns the rules; a room only sees opaque member objects and
+keeps the data those rules read. Keeping it free of I/O lets unique names, no
+gap and no duplicate on resume, pages and retention be tested with plain calls.
 """
 
 from __future__ import annotations
@@ -10,38 +10,51 @@ from __future__ import annotations
 import collections
 import itertools
 from collections.abc import Hashable, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from .protocol import Message
-from .retention import Retention
+from .retention import Cut
 
-__all__ = ["Room"]
+__all__ = ["Page", "Room"]
 
 M = TypeVar("M", bound=Hashable)
 
 
+class Page(NamedTuple):
+    """A run of consecutive retained messages and what the client must know about it.
+
+    ``more``: messages remain after the page. ``gap``: retention dropped some of
+    the messages the client asked for.
+    """
+
+    messages: list[Message]
+    more: bool
+    gap: bool
+
+
 class Room(Generic[M]):
-    """One chat room: its members, listeners and retained history.
+    """One chat room: its members, its audiences and its retained history.
 
     Args:
         name: the room's name (from the site configuration).
-        retention: which messages the room keeps.
+        epoch: the identity of this history (a new one when the history restarts).
         history: the retained messages loaded from the store, oldest first.
         last_id: the highest id ever assigned in this room (ids are never reused,
             even when retention dropped the message).
     """
 
     def __init__(
-        self, name: str, retention: Retention, history: Iterable[Message] = (), last_id: int = 0
+        self, name: str, epoch: str, history: Iterable[Message] = (), last_id: int = 0
     ) -> None:
         self.name = name
-        self.retention = retention
+        self.epoch = epoch
         self.history: collections.deque[Message] = collections.deque(history)
         self.last_id = max(last_id, self.history[-1].id if self.history else 0)
-        # Joined pichat.v1 clients: member -> (name, avatar), in join order.
+        # Joined members (online): member -> (name, avatar), in join order.
         self.members: dict[M, tuple[str, str]] = {}
-        # Legacy (echo-protocol) clients receive messages but are not "online".
-        self.listeners: set[M] = set()
+        # Who receives messages, by the dialect they are encoded in (a key the
+        # engine chooses); joined members and listeners that never join alike.
+        self.audiences: dict[Any, dict[M, None]] = {}
         self._taken: set[str] = set()
 
     # Membership.
@@ -70,9 +83,14 @@ class Room(Generic[M]):
         self._taken.add(assigned.casefold())
         return assigned
 
+    def listen(self, member: M, audience: Any) -> None:
+        """Deliver the room's messages to ``member``, encoded for ``audience``."""
+        self.audiences.setdefault(audience, {})[member] = None
+
     def leave(self, member: M) -> tuple[str, str] | None:
         """Remove a member or listener; returns ``(name, avatar)`` for a member."""
-        self.listeners.discard(member)
+        for audience in self.audiences.values():
+            audience.pop(member, None)
         identity = self.members.pop(member, None)
         if identity is not None:
             self._taken.discard(identity[0].casefold())
@@ -90,57 +108,67 @@ class Room(Generic[M]):
         return Message(self.last_id, now_ms, name, avatar, text)
 
     def append(self, message: Message) -> None:
-        """Add a stored message to the history and apply the count limit."""
+        """Add a stored message to the history (retention is applied by :meth:`trim`)."""
         self.history.append(message)
-        excess = len(self.history) - self.retention.max_messages
-        for _ in range(excess):
-            self.history.popleft()
 
-    def expire(self, now_ms: int) -> int:
-        """Apply the count and age limits (after a reload or as time passes).
+    def trim(self, cut: Cut) -> int:
+        """Drop what ``cut`` does not keep; returns how many messages went.
 
-        Returns:
-            how many messages were dropped.
+        Ids and dates grow together, so what a cut drops is always at the front.
         """
+        history = self.history
         dropped = 0
-        while len(self.history) > self.retention.max_messages:
-            self.history.popleft()
+        while history and not cut.keeps(history[0].id, history[0].ms):
+            history.popleft()
             dropped += 1
-        oldest = self.retention.oldest_date_ms(now_ms)
-        if oldest is not None:
-            while self.history and self.history[0].ms < oldest:
-                self.history.popleft()
-                dropped += 1
         return dropped
 
-    def recent(self, count: int) -> list[Message]:
-        """The last ``count`` messages, oldest first."""
-        if count <= 0:
-            return []
-        start = max(0, len(self.history) - count)
-        return list(itertools.islice(self.history, start, None))
+    def recent(self, count: int, budget: int) -> list[Message]:
+        """The newest messages, at most ``count`` and ``budget`` bytes, oldest first."""
+        picked: list[Message] = []
+        size = 0
+        for message in reversed(self.history):
+            if len(picked) >= count:
+                break
+            size += len(message.v1_json())
+            if size > budget and picked:
+                break
+            picked.append(message)
+        picked.reverse()
+        return picked
 
-    def since(self, since: int, replay: int) -> tuple[list[Message], bool, bool]:
-        """The messages after ``since``, for a reconnecting client.
+    def after(self, after: int, count: int, budget: int) -> Page:
+        """The oldest retained messages after id ``after``: one page of a resume.
 
-        Returns:
-            ``(messages, resumed, gap)``. ``gap`` is true when retention already
-            dropped some messages after ``since``. A cursor from the future
-            (the history was wiped, or another server) cannot be honoured: the
-            client gets the usual replay with ``resumed`` false and ``gap`` true.
+        At most ``count`` messages and ``budget`` bytes, but at least one when
+        any is left, so that paging always advances.
         """
-        if since > self.last_id:
-            return self.recent(replay), False, True
-        if not self.history:
-            return [], True, since < self.last_id
-        first = self.history[0].id
-        gap = since < first - 1
-        if since < first:
-            return list(self.history), True, gap
-        # ids in the history are increasing; skip to the first one after `since`.
-        offset = since - first + 1
-        if offset - 1 < len(self.history) and self.history[offset - 1].id == since:
-            messages = list(itertools.islice(self.history, offset, None))
-        else:  # ids not contiguous (a failed store burned one): search.
-            messages = [m for m in self.history if m.id > since]
-        return messages, True, gap
+        history = self.history
+        gap = bool(history) and after < history[0].id - 1 or not history and after < self.last_id
+        start = self._index_after(after)
+        picked: list[Message] = []
+        size = 0
+        for message in itertools.islice(history, start, None):
+            size += len(message.v1_json())
+            if len(picked) >= count or (size > budget and picked):
+                return Page(picked, True, gap)
+            picked.append(message)
+        return Page(picked, False, gap)
+
+    def _index_after(self, after: int) -> int:
+        """The position of the first message with an id above ``after``."""
+        history = self.history
+        if not history or after < history[0].id:
+            return 0
+        # Ids are increasing, usually contiguous: guess the position, then check.
+        guess = after - history[0].id + 1
+        if guess <= len(history) and history[guess - 1].id == after:
+            return guess
+        low, high = 0, len(history)  # not contiguous (a failed store burned an id)
+        while low < high:
+            middle = (low + high) // 2
+            if history[middle].id <= after:
+                low = middle + 1
+            else:
+                high = middle
+        return low

@@ -8,6 +8,7 @@ answers every other Host.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,6 +40,14 @@ def host_name(host: str | None) -> str:
     return host.rsplit(":", 1)[0].rstrip(".") if ":" in host else host.rstrip(".")
 
 
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name[1:-1] if name.startswith("[") else name)
+    except ValueError:
+        return False
+    return True
+
+
 class SiteTable:
     """The sites of one configuration; rebuilt as a whole on reload."""
 
@@ -59,7 +68,7 @@ class SiteTable:
         """Resolve ``[[sites]]`` and the top-level default site."""
         default = Site(
             label="default",
-            server_names=(),
+            server_names=tuple(settings.server_names),
             document_root=settings.document_root,
             room=settings.room,
             title=settings.title,
@@ -88,6 +97,29 @@ class SiteTable:
             if name.endswith(suffix) and len(name) > len(suffix):
                 return candidate
         return self.default
+
+    def admits(self, host: str | None) -> bool:
+        """Whether a WebSocket upgrade for this Host may proceed (DNS rebinding).
+
+        With the default site's ``server_names`` empty, any Host is admitted (the
+        appliance reached by address). Otherwise the Host must be named by a
+        site, or be an IP address literal: a rebinding page always sends its
+        own *name*, never an address, so access by address keeps working.
+        """
+        if not self.default.server_names:
+            return True
+        name = host_name(host)
+        if self.pick(host) is not self.default or _is_address(name):
+            return True
+        return any(
+            name == pattern
+            or (
+                pattern.startswith("*.")
+                and name.endswith(pattern[1:])
+                and len(name) > len(pattern) - 1
+            )
+            for pattern in self.default.server_names
+        )
 
     def rooms(self) -> list[str]:
         """Every room some site serves, without duplicates, in order."""

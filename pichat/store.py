@@ -1,9 +1,9 @@
-"""Persistent history in SQLite, off the event loop.
+"""Persistent history in SQLite, off the event loop: the :class:`~.history.History` of one Pi.
 
 Every database call runs in one dedicated thread, so a slow SD card never
 stalls the broadcast. Writes are group-committed: messages that arrive while a
-transaction is in flight go together into the next one, and the server is told
-only after COMMIT, so a message is broadcast only once it is stored (a
+transaction is in flight go together into the next one, and the listener is
+told only after COMMIT, so a message is broadcast only once it is stored (a
 ``kill -9`` loses nothing anyone has seen). WAL with ``synchronous=NORMAL``
 keeps each commit durable against a process crash without an fsync per
 message; a power cut may lose the last commits, never corrupt the file.
@@ -15,15 +15,17 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import secrets
 import sqlite3
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from .history import Entry, HistoryListener, Loaded
 from .protocol import Message
-from .retention import Retention
+from .retention import Cut
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "new_epoch"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,17 +48,23 @@ MIGRATIONS: tuple[str, ...] = (
         last_id INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: each room's epoch, the identity of its history ('' until first loaded).
+    """
+    ALTER TABLE rooms ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _T = TypeVar("_T")
 
-#: (room, message, token): the token is the caller's, handed back after the write.
-Item = tuple[str, Message, Hashable]
+
+def new_epoch() -> str:
+    """A fresh epoch: random, so a replaced database never repeats an old one."""
+    return secrets.token_urlsafe(12)
 
 
 class StoreError(Exception):
-    """The history database cannot be used (unreadable, or from a newer pichat)."""
+    """The history database cannot be used (unreadable, damaged, or from a newer pichat)."""
 
 
 class Store:
@@ -64,46 +72,43 @@ class Store:
 
     Args:
         path: the SQLite file.
-        on_stored: called on the event loop with each committed batch, in order.
-        on_failed: called on the event loop with a batch that could not be stored.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        on_stored: Callable[[list[Item]], None],
-        on_failed: Callable[[list[Item]], None],
-    ) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.retention: dict[str, Retention] = {}
-        self._on_stored = on_stored
-        self._on_failed = on_failed
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="pichat-store"
         )
         self._db: sqlite3.Connection | None = None
-        self._pending: list[Item] = []
+        self._pending: list[Entry] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        # Failures are logged once, with a count when they end (a full disk
+        # would otherwise log a traceback per message).
+        self._failed_messages = 0
 
     async def _call(self, function: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
 
+    @property
+    def healthy(self) -> bool:
+        """False from a failed write until the next successful one."""
+        return self._failed_messages == 0
+
     # Opening and migrating.
 
     async def open(self) -> None:
-        """Open (creating if needed) and migrate the database, start the writer.
+        """Open (creating if needed) and migrate the database.
 
         Raises:
-            StoreError: when the file cannot be opened or is from a newer version.
+            StoreError: when the file cannot be opened, is damaged or is from a
+                newer version.
         """
         await self._call(self._open)
-        self._writer = asyncio.get_running_loop().create_task(
-            self._write_loop(), name="pichat-store-writer"
-        )
 
     def _open(self) -> None:
+        db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -114,7 +119,6 @@ class Store:
             db.execute("PRAGMA synchronous = NORMAL")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                db.close()
                 raise StoreError(
                     f"{self.path}: schema version {version} is newer than this pichat's "
                     f"({SCHEMA_VERSION}); upgrade pichat"
@@ -125,33 +129,91 @@ class Store:
                     f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;"
                 )
                 logger.info("history database migrated to schema %d", number + 1)
-        except (OSError, sqlite3.Error) as exc:
+            # Reading every table once finds a damaged file now, not mid-chat.
+            db.execute("SELECT count(*) FROM rooms").fetchone()
+            db.execute("SELECT count(*), max(ms) FROM messages").fetchone()
+        except sqlite3.DatabaseError as exc:
+            verdict = self._verdict(db)
+            if db is not None:
+                db.close()
+            raise StoreError(
+                f"{self.path}: the database is damaged ({exc}; integrity check: {verdict}); "
+                "restore a backup, or move the file aside to start an empty history"
+            ) from exc
+        except (OSError, sqlite3.Error, StoreError) as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"{self.path}: {exc}") from exc
         self._db = db
 
-    async def load(self, room: str, limit: int) -> tuple[list[Message], int]:
-        """The last ``limit`` messages of a room, oldest first, and its highest id."""
-        return await self._call(lambda: self._load(room, limit))
+    @staticmethod
+    def _verdict(db: sqlite3.Connection | None) -> str:
+        if db is None:
+            return "not run"
+        try:
+            rows = db.execute("PRAGMA quick_check(3)").fetchall()
+        except sqlite3.Error as exc:
+            return f"failed: {exc}"
+        return "; ".join(str(row[0]) for row in rows)
 
-    def _load(self, room: str, limit: int) -> tuple[list[Message], int]:
+    def start(self, listener: HistoryListener) -> None:
+        """Start the writer; committed and failed batches go to ``listener``."""
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write_loop(listener), name="pichat-store-writer"
+        )
+
+    async def load(self, room: str, limit: int) -> Loaded:
+        """The last ``limit`` messages of a room, oldest first, its last id and epoch."""
+        try:
+            return await self._call(lambda: self._load(room, limit))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read room {room}: {exc}") from exc
+
+    def _load(self, room: str, limit: int) -> Loaded:
         assert self._db is not None
-        rows = self._db.execute(
+        db = self._db
+        rows = db.execute(
             "SELECT id, ms, name, avatar, text FROM messages WHERE room = ? "
             "ORDER BY id DESC LIMIT ?",
             (room, limit),
         ).fetchall()
-        row = self._db.execute("SELECT last_id FROM rooms WHERE room = ?", (room,)).fetchone()
-        last_id = row[0] if row else 0
-        return [Message(*r) for r in reversed(rows)], last_id
+        row = db.execute("SELECT last_id, epoch FROM rooms WHERE room = ?", (room,)).fetchone()
+        last_id, epoch = row if row else (0, "")
+        if not epoch:
+            # The room's history starts here (or predates epochs): name it now,
+            # so that a client's cursor is tied to this history from the start.
+            epoch = new_epoch()
+            db.execute(
+                "INSERT INTO rooms (room, last_id, epoch) VALUES (?, ?, ?) ON CONFLICT (room) "
+                "DO UPDATE SET epoch = excluded.epoch",
+                (room, last_id, epoch),
+            )
+        return Loaded([Message(*r) for r in reversed(rows)], last_id, epoch)
+
+    async def messages_after(self, room: str, after: int, limit: int) -> list[Message]:
+        """Up to ``limit`` stored messages of ``room`` with an id above ``after``."""
+
+        def query() -> list[Message]:
+            assert self._db is not None
+            rows = self._db.execute(
+                "SELECT id, ms, name, avatar, text FROM messages WHERE room = ? AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (room, after, limit),
+            ).fetchall()
+            return [Message(*r) for r in rows]
+
+        return await self._call(query)
 
     # Writing.
 
-    def append(self, room: str, message: Message, token: Hashable) -> None:
-        """Queue a message; ``on_stored`` reports it once committed."""
-        self._pending.append((room, message, token))
+    def append(self, entry: Entry) -> None:
+        """Queue a message; the listener hears once it is committed."""
+        self._pending.append(entry)
         self._wakeup.set()
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self, listener: HistoryListener) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -159,67 +221,68 @@ class Store:
             if batch:
                 try:
                     await self._call(functools.partial(self._write, batch))
-                except (sqlite3.Error, OSError):
-                    logger.error("storing %d messages failed", len(batch), exc_info=True)
-                    self._on_failed(batch)
+                except (sqlite3.Error, OSError) as exc:
+                    if self._failed_messages == 0:
+                        logger.error("cannot store messages: %s (%s)", exc, self.path)
+                    self._failed_messages += len(batch)
+                    listener.failed(batch)
                 else:
-                    self._on_stored(batch)
+                    if self._failed_messages:
+                        logger.warning(
+                            "storing messages again; %d could not be stored",
+                            self._failed_messages,
+                        )
+                        self._failed_messages = 0
+                    listener.committed(batch)
             if self._closing and not self._pending:
                 return
 
-    def _write(self, batch: list[Item]) -> None:
+    def _write(self, batch: list[Entry]) -> None:
         assert self._db is not None
         db = self._db
-        last: dict[str, int] = {}
+        newest: dict[str, Entry] = {}
         db.execute("BEGIN")
         try:
             db.executemany(
                 "INSERT INTO messages (room, id, ms, name, avatar, text) VALUES (?, ?, ?, ?, ?, ?)",
-                [(room, m.id, m.ms, m.name, m.avatar, m.text) for room, m, _ in batch],
-            )
-            for room, message, _ in batch:
-                last[room] = max(last.get(room, 0), message.id)
-            for room, last_id in last.items():
-                db.execute(
-                    "INSERT INTO rooms (room, last_id) VALUES (?, ?) ON CONFLICT (room) "
-                    "DO UPDATE SET last_id = max(last_id, excluded.last_id)",
-                    (room, last_id),
-                )
-                retention = self.retention.get(room)
-                if retention is not None:
-                    db.execute(
-                        "DELETE FROM messages WHERE room = ? AND id < ?",
-                        (room, retention.first_kept_id(last_id)),
+                [
+                    (
+                        e.room,
+                        e.message.id,
+                        e.message.ms,
+                        e.message.name,
+                        e.message.avatar,
+                        e.message.text,
                     )
+                    for e in batch
+                ],
+            )
+            for entry in batch:
+                newest[entry.room] = entry
+            for room, entry in newest.items():
+                db.execute(
+                    "INSERT INTO rooms (room, last_id, epoch) VALUES (?, ?, '') "
+                    "ON CONFLICT (room) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
+                    (room, entry.message.id),
+                )
+                self._delete(room, entry.cut)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
 
-    async def expire(self, room: str, now_ms: int) -> int:
-        """Apply a room's retention to the table; returns how many rows went."""
-        retention = self.retention.get(room)
-        if retention is None:
-            return 0
-        return await self._call(lambda: self._expire(room, retention, now_ms))
-
-    def _expire(self, room: str, retention: Retention, now_ms: int) -> int:
+    def _delete(self, room: str, cut: Cut) -> int:
         assert self._db is not None
-        db = self._db
-        row = db.execute("SELECT last_id FROM rooms WHERE room = ?", (room,)).fetchone()
-        if row is None:
-            return 0
-        removed = db.execute(
-            "DELETE FROM messages WHERE room = ? AND id < ?",
-            (room, retention.first_kept_id(row[0])),
-        ).rowcount
-        oldest = retention.oldest_date_ms(now_ms)
-        if oldest is not None:
-            removed += db.execute(
-                "DELETE FROM messages WHERE room = ? AND ms < ?", (room, oldest)
-            ).rowcount
-        return removed
+        cursor = self._db.execute(
+            "DELETE FROM messages WHERE room = ? AND (id < ? OR ms < ?)",
+            (room, cut.first_id, cut.oldest_ms),
+        )
+        return cursor.rowcount
+
+    async def trim(self, room: str, cut: Cut) -> int:
+        """Apply a retention cut to the table; returns how many rows went."""
+        return await self._call(lambda: self._delete(room, cut))
 
     async def close(self) -> None:
         """Write what is queued, stop the writer, close the database."""

@@ -1,0 +1,364 @@
+"""The chat engine, sans I/O: rooms, join / say / stored / failed, presence, resume.
+
+Like websockets' own ``protocol.py`` (bytes in, events out), this module is
+driven by plain calls, a frame from a client or a commit from the history, and
+answers by handing already-encoded frames to an :class:`Outbox`. It never
+touches a socket, so every chat rule is tested with a fake outbox and a fake
+history. The clock is a parameter for the same reason.
+
+Two dialects share the engine: ``pichat.v1`` (:class:`PichatV1`, here) and the seed
+tutorial's ``echo-protocol`` (:mod:`.legacy`). Each is a :class:`Dialect`; the
+engine dispatches to the member's dialect and never asks which one it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from .history import Entry, History
+from .protocol import (
+    SUBPROTOCOL,
+    Frame,
+    HistoryRequest,
+    Join,
+    Limits,
+    Message,
+    ProtocolError,
+    error_frame,
+    history_frame,
+    parse_frame,
+    presence_frame,
+    welcome_frame,
+    wire_frame,
+)
+from .ratelimit import TokenBucket
+from .retention import Retention
+from .room import Room
+
+if TYPE_CHECKING:
+    from .settings import Settings
+    from .sites import Site
+
+__all__ = ["V1", "Chat", "ChatConfig", "Dialect", "Member", "Outbox", "PichatV1"]
+
+logger = logging.getLogger(__name__)
+
+UNAVAILABLE = ProtocolError("unavailable", "the message could not be stored; try again")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChatConfig:
+    """What the engine needs from the configuration."""
+
+    limits: Limits = Limits()
+    retention: Retention = Retention()
+    #: Messages a fresh join gets, and the most one page of a resume carries.
+    replay: int = 100
+    #: Bytes of messages one welcome or history page carries at most.
+    replay_bytes: int = 256 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChatConfig:
+        """The engine's part of the settings."""
+        return cls(
+            limits=Limits(
+                text=settings.max_message_length,
+                name=settings.max_name_length,
+                rate_messages=settings.rate_messages,
+                rate_window=settings.rate_window,
+            ),
+            retention=Retention(settings.history_max_messages, settings.history_max_age_days),
+            replay=settings.history_replay,
+            replay_bytes=settings.history_replay_bytes,
+        )
+
+
+class Member:
+    """What the engine knows of one connection: its site, room, dialect and identity.
+
+    The I/O layer subclasses it with the transport's side of the connection.
+    """
+
+    __slots__ = ("site", "dialect", "room", "name", "avatar", "bucket")
+
+    def __init__(self, site: Site, dialect: Dialect) -> None:
+        self.site = site
+        self.dialect = dialect
+        self.room: Room[Any] | None = None
+        #: Set by a successful ``join``; ``None`` until then.
+        self.name: str | None = None
+        self.avatar = ""
+        self.bucket: TokenBucket | None = None
+
+
+M = TypeVar("M", bound=Member)
+M_contra = TypeVar("M_contra", bound=Member, contravariant=True)
+
+
+class Outbox(Protocol[M_contra]):
+    """Where the engine's answers go; the I/O layer writes them out."""
+
+    def send(self, member: M_contra, frame: Frame) -> None:
+        """Queue a frame for one member."""
+
+    def broadcast(self, members: Iterable[M_contra], frame: Frame) -> None:
+        """Queue one frame for many members (encoded once)."""
+
+
+class Dialect(Protocol):
+    """One subprotocol's way of speaking to the engine."""
+
+    #: The subprotocol name negotiated in the handshake.
+    subprotocol: str
+    #: Whether a connection must ``join`` (and so is closed by ``join_timeout``).
+    joins: bool
+
+    def opened(self, chat: Chat[Any], member: Any) -> None:
+        """A connection in this dialect is open and placed in its room."""
+
+    def received(self, chat: Chat[Any], member: Any, text: str) -> None:
+        """A text frame arrived; raises :class:`ProtocolError` for a bad one."""
+
+    def message_frame(self, message: Message) -> Frame:
+        """The wire frame of a stored message (cached on the message)."""
+
+
+class Chat(Generic[M]):
+    """Every room of the daemon and the rules of the chat.
+
+    Args:
+        outbox: where frames for clients go.
+        history: where messages are stored; the engine must be its listener.
+        config: limits, retention, replay.
+        monotonic: seconds, for rate limits.
+        wall_ms: the date of a new message, epoch milliseconds.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox[M],
+        history: History,
+        config: ChatConfig,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.outbox = outbox
+        self.history = history
+        self.config = config
+        self.monotonic = monotonic
+        self.wall_ms = wall_ms
+        self.rooms: dict[str, Room[M]] = {}
+        #: Set at shutdown: leaving members send no presence then.
+        self.closing = False
+
+    # Configuration and rooms.
+
+    def configure(self, config: ChatConfig) -> None:
+        """Take new limits and retention; open connections keep their place."""
+        self.config = config
+        limits = config.limits
+        now = self.monotonic()
+        for room in self.rooms.values():
+            for audience in room.audiences.values():
+                for member in audience:
+                    if member.bucket is not None:
+                        member.bucket.reconfigure(limits.rate_messages, limits.rate_window, now)
+
+    async def load_rooms(self, names: Iterable[str]) -> None:
+        """Load the history of every named room not loaded yet."""
+        for name in names:
+            if name not in self.rooms:
+                loaded = await self.history.load(name, self.config.retention.max_messages)
+                self.rooms[name] = Room(name, loaded.epoch, loaded.messages, loaded.last_id)
+                logger.info(
+                    "room %s: %d messages, last id %d",
+                    name,
+                    len(loaded.messages),
+                    self.rooms[name].last_id,
+                )
+
+    async def expire(self) -> None:
+        """Apply retention to every room, in memory and in the history."""
+        now_ms = self.wall_ms()
+        for room in self.rooms.values():
+            cut = self.config.retention.cut(room.last_id, now_ms)
+            dropped = room.trim(cut)
+            removed = await self.history.trim(room.name, cut)
+            if dropped or removed:
+                logger.info(
+                    "room %s: retention dropped %d messages", room.name, max(dropped, removed)
+                )
+
+    # Connections.
+
+    def opened(self, member: M) -> None:
+        """A connection is open: place it in its site's room and greet it in its dialect."""
+        member.room = self.rooms[member.site.room]
+        member.dialect.opened(self, member)
+
+    def received(self, member: M, data: str | bytes) -> None:
+        """One frame from a client; a broken rule is answered with an ``error`` frame."""
+        try:
+            if isinstance(data, bytes):
+                raise ProtocolError("binary_frame", "only text frames are accepted")
+            member.dialect.received(self, member, data)
+        except ProtocolError as error:
+            self.outbox.send(member, wire_frame(error_frame(error)))
+
+    def closed(self, member: M) -> None:
+        """A connection ended: leave its room and tell the others."""
+        room = member.room
+        if room is None:
+            return
+        member.room = None
+        identity = room.leave(member)
+        if identity is not None and not self.closing:
+            frame = presence_frame("leave", identity[0], identity[1], len(room.members))
+            self.outbox.broadcast(room.members, wire_frame(frame))
+
+    def new_bucket(self) -> TokenBucket:
+        """A rate limiter with the current limits."""
+        limits = self.config.limits
+        return TokenBucket(limits.rate_messages, limits.rate_window, self.monotonic())
+
+    def room_of(self, member: M) -> Room[M]:
+        """The member's room (it has one from :meth:`opened` until :meth:`closed`)."""
+        room = member.room
+        assert room is not None, "member is not open"
+        return room
+
+    # The rules.
+
+    def join(self, member: M, command: Join) -> None:
+        """Enter the room: welcome with history and who is online, tell the others.
+
+        Registering and building the welcome happen in one call: a message
+        committed in between is either in the history or broadcast to the new
+        member, never both, never neither.
+        """
+        if member.name is not None:
+            raise ProtocolError("already_joined", "you have already joined")
+        room = self.room_of(member)
+        config = self.config
+        name = room.join(member, command.name, command.avatar, config.limits.name)
+        room.listen(member, member.dialect)
+        member.name = name
+        member.avatar = command.avatar
+        member.bucket = self.new_bucket()
+        more = resumed = gap = False
+        if command.since is None:
+            history = room.recent(config.replay, config.replay_bytes)
+        elif command.since > room.last_id or (
+            command.epoch is not None and command.epoch != room.epoch
+        ):
+            # A cursor from another history (a new database, a restore, another
+            # server): resuming from it would skip or repeat messages.
+            history, gap = room.recent(config.replay, config.replay_bytes), True
+        else:
+            history, more, gap = room.after(command.since, config.replay, config.replay_bytes)
+            resumed = True
+        welcome = welcome_frame(
+            name=name,
+            avatar=command.avatar,
+            room=room.name,
+            title=member.site.title,
+            limits=config.limits,
+            history=history,
+            online=room.online(),
+            resumed=resumed,
+            gap=gap,
+            epoch=room.epoch,
+            more=more,
+        )
+        self.outbox.send(member, wire_frame(welcome))
+        frame = wire_frame(presence_frame("join", name, command.avatar, len(room.members)))
+        self.outbox.broadcast((other for other in room.members if other is not member), frame)
+
+    def page(self, member: M, after: int) -> None:
+        """The next page of a long resume."""
+        if member.name is None:
+            raise ProtocolError("not_joined", "join before you ask for history")
+        config = self.config
+        page = self.room_of(member).after(after, config.replay, config.replay_bytes)
+        frame = history_frame(after, page.messages, page.more, page.gap)
+        self.outbox.send(member, wire_frame(frame))
+
+    def post(self, member: M, name: str, avatar: str, text: str) -> None:
+        """Rate-limit, then store; the broadcast follows the commit."""
+        bucket = member.bucket
+        assert bucket is not None, "a member posts only after join or open"
+        wait = bucket.take(self.monotonic())
+        if wait > 0:
+            raise ProtocolError(
+                "rate_limited", f"too many messages; wait {wait:.1f} s", retry_after=wait
+            )
+        room = self.room_of(member)
+        now_ms = self.wall_ms()
+        message = room.create(name, avatar, text, now_ms)
+        cut = self.config.retention.cut(message.id, now_ms)
+        self.history.append(Entry(room.name, message, member, cut))
+
+    # What the history reports (the engine is its listener).
+
+    def committed(self, batch: list[Entry]) -> None:
+        """Messages are durable: add them to their room's history, broadcast them."""
+        for entry in batch:
+            room = self.rooms[entry.room]
+            room.append(entry.message)
+            room.trim(entry.cut)
+            self.broadcast(room, entry.message)
+
+    def failed(self, batch: list[Entry]) -> None:
+        """Messages could not be stored: tell each sender, broadcast nothing."""
+        error = wire_frame(error_frame(UNAVAILABLE))
+        senders: list[Any] = [entry.sender for entry in batch if isinstance(entry.sender, Member)]
+        self.outbox.broadcast(senders, error)
+
+    def broadcast(self, room: Room[M], message: Message) -> None:
+        """Send a stored message to everyone in its room, each dialect encoded once."""
+        for dialect, audience in room.audiences.items():
+            if audience:
+                self.outbox.broadcast(audience, dialect.message_frame(message))
+
+    # What the I/O layer reports.
+
+    def online(self) -> dict[str, int]:
+        """Members online per room."""
+        return {name: len(room.members) for name, room in self.rooms.items()}
+
+
+class PichatV1:
+    """``pichat.v1``: join first, then say; JSON objects with a ``type``."""
+
+    subprotocol = SUBPROTOCOL
+    joins = True
+
+    def opened(self, chat: Chat[Any], member: Any) -> None:
+        """Nothing until the client joins."""
+
+    def received(self, chat: Chat[Any], member: Any, text: str) -> None:
+        """``join``, ``say`` or ``history``."""
+        command = parse_frame(text, chat.config.limits)
+        if isinstance(command, Join):
+            chat.join(member, command)
+        elif isinstance(command, HistoryRequest):
+            chat.page(member, command.after)
+        elif member.name is None:
+            raise ProtocolError("not_joined", "join before you say anything")
+        else:
+            chat.post(member, member.name, member.avatar, command.text)
+
+    def message_frame(self, message: Message) -> Frame:
+        """The message's ``pichat.v1`` frame."""
+        return message.v1_frame()
+
+    def __repr__(self) -> str:
+        return self.subprotocol
+
+
+V1 = PichatV1()

@@ -1,0 +1,272 @@
+"""Frames out to clients: the connection record, queueing, slow readers, keepalive.
+
+This is the only module that writes to a transport. Two choices shape it:
+
+- Everything sent to a client is an already-encoded :data:`~.protocol.Frame`,
+  queued and written with one ``transport.write`` per client per event-loop
+  turn. A message is encoded once for all clients, and a burst of messages
+  costs one system call per client, not one per message. What is queued counts
+  against ``send_queue_bytes`` as soon as it is queued (a queue past it goes to
+  the transport at once), and a client whose unread backlog passes it is
+  dropped, so memory per client stays bounded and nobody waits for anyone.
+- Keepalive is one sweep over all clients every ``ping_interval`` instead of a
+  timer per connection, so an idle daemon wakes up about once per interval.
+  Pings go through the sans-I/O protocol and never wait for a client's buffer
+  to drain: one client that stopped reading cannot stall the sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
+
+from .chat import Dialect, Member
+from .protocol import Frame
+from .sites import Site
+from .web import RequestHead
+
+__all__ = ["Client", "Connection", "Outbox"]
+
+logger = logging.getLogger(__name__)
+
+#: How long a client dropped for being too slow gets to read its close frame.
+SLOW_CLIENT_GRACE = 2.0
+PING_PAYLOAD = b"pich"
+
+
+class Connection(ServerConnection):
+    """websockets' server connection, plus what pichat needs below the handshake.
+
+    - The request head is watched before the library parses it
+      (:class:`~.web.RequestHead`): bounded in size, methods other than GET
+      recorded and rewritten so that they can be answered (HEAD, 405).
+    - Pongs are noticed without websockets' own ping bookkeeping, so a ping is
+      a frame written now, never an ``await``.
+    - ``on_lost`` runs exactly once when the TCP connection ends, on every path
+      (an abandoned handshake too): admission is released there.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head: RequestHead | None = RequestHead()
+        self.method = "GET"
+        self.awaiting_pong = False
+        self.on_lost: Callable[[Connection], None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        """Pass the request head through :class:`RequestHead` first."""
+        head = self.head
+        if head is not None:
+            data = head.feed(data)
+            if head.refusal is not None:
+                self.head = None
+                self.transport.write(head.refusal)
+                self.transport.close()
+                return
+            if head.done:
+                self.method = head.method
+                self.head = None
+            if not data:
+                return
+        super().data_received(data)
+
+    def acknowledge_pings(self, data: bytes) -> None:
+        """A pong: the client is alive."""
+        self.awaiting_pong = False
+        super().acknowledge_pings(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The end of the connection, whatever happened before."""
+        try:
+            super().connection_lost(exc)
+        finally:
+            on_lost, self.on_lost = self.on_lost, None
+            if on_lost is not None:
+                on_lost(self)
+
+
+class Client(Member):
+    """One open WebSocket connection: the engine's member plus its transport side."""
+
+    __slots__ = ("connection", "pending", "queued", "closed", "join_timer")
+
+    def __init__(self, connection: Connection, site: Site, dialect: Dialect) -> None:
+        super().__init__(site, dialect)
+        self.connection = connection
+        self.pending: list[bytes] = []
+        #: Bytes in ``pending``, counted when queued.
+        self.queued = 0
+        self.closed = False
+        self.join_timer: asyncio.TimerHandle | None = None
+
+
+class Outbox:
+    """The write side of every client: queue frames, flush once per turn, drop slow readers.
+
+    Args:
+        send_queue_bytes: what one client may leave unread before it is dropped.
+        on_drop: called for a client dropped here (too slow, no pong), before
+            its connection closes, so the engine forgets it at once.
+    """
+
+    def __init__(self, send_queue_bytes: int, on_drop: Callable[[Client], None]) -> None:
+        self.limit = send_queue_bytes
+        self.on_drop = on_drop
+        self.clients: set[Client] = set()
+        self._dirty: list[Client] = []
+        self._overflowing: list[Client] = []
+        self._flush_handle: asyncio.Handle | None = None
+
+    def add(self, client: Client) -> None:
+        """A new open connection."""
+        self.clients.add(client)
+
+    def discard(self, client: Client) -> None:
+        """The connection ended: nothing more is written to it."""
+        client.closed = True
+        client.pending = []
+        client.queued = 0
+        self.clients.discard(client)
+
+    def send(self, member: Client, frame: Frame) -> None:
+        """Queue one frame for one client."""
+        self.broadcast((member,), frame)
+
+    def broadcast(self, members: Iterable[Client], frame: Frame) -> None:
+        """Queue a frame for clients; each one's queue is written once this loop turn.
+
+        This is the broadcast's inner loop: kept lean.
+        """
+        dirty = self._dirty
+        size = len(frame)
+        limit = self.limit
+        for client in members:
+            if client.closed:
+                continue
+            pending = client.pending
+            if not pending:
+                dirty.append(client)
+            pending.append(frame)
+            client.queued += size
+            if client.queued > limit:
+                self._spill(client)
+        if dirty and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _spill(self, client: Client) -> None:
+        """The queue passed the limit within one turn: hand it to the transport now.
+
+        So pichat itself never holds more than ``send_queue_bytes`` for a client:
+        a reader that keeps up takes the burst straight into its socket, and one
+        that does not shows it as backlog and is dropped.
+        """
+        connection = client.connection
+        transport = connection.transport
+        if (
+            connection.protocol.state is not State.OPEN
+            or transport.get_write_buffer_size() > self.limit
+        ):
+            self._overflow(client)
+            return
+        transport.write(b"".join(client.pending))
+        client.pending = []
+        client.queued = 0
+
+    def _overflow(self, client: Client) -> None:
+        # Called mid-broadcast, maybe while the engine iterates the room:
+        # stop queueing for it now, drop it at the flush.
+        client.closed = True
+        client.pending = []
+        client.queued = 0
+        self._overflowing.append(client)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        overflowing, self._overflowing = self._overflowing, []
+        for client in overflowing:
+            self.drop(client, "too slow: send queue full")
+        limit = self.limit
+        for client in dirty:
+            pending = client.pending
+            if client.closed or not pending:
+                continue
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            client.pending = []
+            client.queued = 0
+            connection = client.connection
+            if connection.protocol.state is not State.OPEN:
+                continue
+            transport = connection.transport
+            # What is still buffered from earlier turns is what the client failed
+            # to read; a burst written this turn is not held against it.
+            if transport.get_write_buffer_size() > limit:
+                self.drop(client, "too slow: send queue full")
+                continue
+            transport.write(data)
+
+    def drop(self, client: Client, reason: str) -> None:
+        """A client stopped reading: close it (1008) so nobody else waits for it."""
+        logger.info("dropping a client: %s", reason)
+        self.on_drop(client)
+        self.discard(client)
+        connection = client.connection
+        try:
+            connection.protocol.send_close(1008, reason)
+            connection.send_data()
+        except Exception:  # the connection may already be failing
+            logger.debug("close frame not sent", exc_info=True)
+        # It is not reading, so it may never answer the close frame.
+        asyncio.get_running_loop().call_later(SLOW_CLIENT_GRACE, connection.transport.abort)
+
+    def close(self, client: Client, code: int, reason: str) -> None:
+        """Close a client that is reading (join timeout): a normal closing handshake."""
+        connection = client.connection
+        if connection.protocol.state is not State.OPEN:
+            return
+        self._flush_one(client)
+        try:
+            connection.protocol.send_close(code, reason)
+            connection.send_data()
+        except Exception:
+            logger.debug("close frame not sent", exc_info=True)
+        asyncio.get_running_loop().call_later(SLOW_CLIENT_GRACE, connection.transport.abort)
+
+    def _flush_one(self, client: Client) -> None:
+        if client.pending and not client.closed:
+            client.connection.transport.write(b"".join(client.pending))
+            client.pending = []
+            client.queued = 0
+
+    def sweep(self) -> int:
+        """Close clients that did not answer the last ping; ping the others.
+
+        Returns:
+            how many clients were closed for not answering.
+        """
+        closed = 0
+        for client in list(self.clients):
+            connection = client.connection
+            if connection.protocol.state is not State.OPEN:
+                continue
+            if connection.awaiting_pong:
+                # No pong for a whole interval: gone, or so far behind in
+                # reading that it is a slow reader either way.
+                closed += 1
+                logger.info("closing a client that stopped answering pings")
+                self.on_drop(client)
+                self.discard(client)
+                connection.transport.abort()
+                continue
+            connection.awaiting_pong = True
+            try:
+                connection.protocol.send_ping(PING_PAYLOAD)
+                connection.send_data()
+            except Exception:  # the transport may be failing: its handler will end
+                logger.debug("ping not sent", exc_info=True)
+        return closed
