@@ -92,6 +92,8 @@ class Daemon:
         self.env = env
         self.notifier = Notifier()
         self.stop = asyncio.Event()
+        #: Set once startup is complete (when READY=1 is sent).
+        self.ready = asyncio.Event()
         self.servers: list[Server] = []
         self.chat: ChatServer | None = None
         self._reload_lock = asyncio.Lock()
@@ -109,6 +111,7 @@ class Daemon:
                 logger.error("%s", exc)
                 return EX_UNAVAILABLE
             self.notifier.ready(chat.status_line())
+            self.ready.set()
             logger.info("pichat %s ready", __version__)
             await self.stop.wait()
             logger.info("stopping")

@@ -203,6 +203,8 @@ class Chat(Generic[M]):
 
     def received(self, member: M, data: str | bytes) -> None:
         """One frame from a client; a broken rule is answered with an ``error`` frame."""
+        if member.room is None:
+            return  # dropped (too slow) while its last frames were in flight
         try:
             if isinstance(data, bytes):
                 raise ProtocolError("binary_frame", "only text frames are accepted")

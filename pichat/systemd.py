@@ -80,12 +80,26 @@ def systemd_environment() -> SystemdEnvironment:
     return SystemdEnvironment(watchdog_usec=watchdog, listen_fds=listen, journal=journal)
 
 
+class _Inert:
+    """The stand-in for sdnotify outside systemd: no socket, nothing sent."""
+
+    socket = None
+
+    def notify(self, state: str) -> None:
+        """Nothing to notify."""
+
+
 class Notifier:
     """Sends sd_notify(3) messages; does nothing when ``NOTIFY_SOCKET`` is unset."""
 
     def __init__(self) -> None:
-        self._notifier = sdnotify.SystemdNotifier()
         self._status = ""
+        self._notifier = _Inert()
+        if not os.environ.get("NOTIFY_SOCKET"):
+            # sdnotify would open a socket anyway and leak it when the connect
+            # fails: outside systemd, do not ask it at all.
+            return
+        self._notifier = sdnotify.SystemdNotifier()
         if self._notifier.socket is not None:
             # A blocking send would stall the event loop whenever the receiver
             # lags (its queue holds a few hundred datagrams): drop instead.

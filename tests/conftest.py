@@ -1,10 +1,16 @@
-"""Shared fixtures: a real daemon per test, and small WebSocket client helpers."""
+"""Shared fixtures: a real daemon per test, and the async chat client helpers.
+
+``daemon`` / ``daemon_factory``: the daemon in the test's own event loop
+(:mod:`tests.harness`), the default. ``process`` / ``process_factory``: the
+daemon as a subprocess (:mod:`tests.daemon`), for tests about the process.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +18,34 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.daemon import TIMEOUT, Daemon
+from tests.harness import Running, running
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path) -> Iterator[Any]:
+async def daemon_factory(tmp_path: Path) -> AsyncIterator[Any]:
+    """Start in-process daemons with a given config (``await factory({...})``)."""
+    async with contextlib.AsyncExitStack() as stack:
+        count = 0
+
+        async def start(config: dict[str, Any] | None = None) -> Running:
+            nonlocal count
+            directory = tmp_path / f"s{count}"
+            count += 1
+            directory.mkdir()
+            return await stack.enter_async_context(running(directory, config))
+
+        yield start
+
+
+@pytest.fixture
+async def daemon(daemon_factory: Any) -> Running:
+    """An in-process daemon with the test defaults."""
+    result: Running = await daemon_factory()
+    return result
+
+
+@pytest.fixture
+def process_factory(tmp_path: Path) -> Iterator[Any]:
     """Start daemons with a given config; all are stopped after the test."""
     started: list[Daemon] = []
 
@@ -34,9 +64,9 @@ def daemon_factory(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def daemon(daemon_factory: Any) -> Daemon:
-    """A daemon with the test defaults."""
-    result: Daemon = daemon_factory()
+def process(process_factory: Any) -> Daemon:
+    """A daemon subprocess with the test defaults."""
+    result: Daemon = process_factory()
     return result
 
 
@@ -54,7 +84,7 @@ async def recv_type(ws: ClientConnection, kind: str, timeout: float = TIMEOUT) -
 
 
 async def open_client(
-    daemon: Daemon, subprotocol: str = "pichat.v1", host: str | None = None, **kwargs: Any
+    daemon: Daemon | Running, subprotocol: str = "pichat.v1", host: str | None = None, **kwargs: Any
 ) -> ClientConnection:
     """A WebSocket client connected to the daemon; ``host`` sets the Host header."""
     url = daemon.ws_url
@@ -66,7 +96,7 @@ async def open_client(
 
 
 async def join(
-    daemon: Daemon, name: str, avatar: str = "", since: int | None = None, **kwargs: Any
+    daemon: Daemon | Running, name: str, avatar: str = "", since: int | None = None, **kwargs: Any
 ) -> tuple[ClientConnection, Any]:
     """Connect and join; returns the connection and its welcome frame."""
     ws = await open_client(daemon, **kwargs)

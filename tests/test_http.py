@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon import Daemon
-from tests.test_server import raw_get
+from tests.harness import Running as Daemon
+from tests.http import raw_get
 
 TRAVERSALS = [
     "/../pichat.toml",
@@ -67,9 +67,9 @@ def site_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def web(daemon_factory: Any, site_root: Path) -> Daemon:
+async def web(daemon_factory: Any, site_root: Path) -> Daemon:
     """A daemon serving the test document root."""
-    result: Daemon = daemon_factory({"document_root": str(site_root)})
+    result: Daemon = await daemon_factory({"document_root": str(site_root)})
     return result
 
 

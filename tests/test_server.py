@@ -12,7 +12,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import join, open_client, recv, recv_type, say
-from tests.daemon import TIMEOUT, Daemon
+from tests.daemon import TIMEOUT
+from tests.harness import Running as Daemon
+from tests.http import http_get
 
 DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -146,7 +148,7 @@ async def test_binary_frame_gets_error(daemon: Daemon) -> None:
 
 async def test_frame_over_transport_limit_closes_with_1009(daemon_factory: Any) -> None:
     """A frame over max_frame_bytes closes the connection with code 1009."""
-    daemon = daemon_factory({"max_frame_bytes": 2048})
+    daemon = await daemon_factory({"max_frame_bytes": 2048})
     ws, _ = await join(daemon, "alice")
     await ws.send(json.dumps({"type": "say", "text": "x" * 4000}))
     with pytest.raises(ConnectionClosed):
@@ -156,7 +158,7 @@ async def test_frame_over_transport_limit_closes_with_1009(daemon_factory: Any) 
 
 async def test_rate_limit_gives_retry_after(daemon_factory: Any) -> None:
     """Past rate_messages per rate_window a say gets rate_limited with retry_after."""
-    daemon = daemon_factory({"rate_messages": 3, "rate_window": 30.0})
+    daemon = await daemon_factory({"rate_messages": 3, "rate_window": 30.0})
     ws, _ = await join(daemon, "alice")
     for index in range(3):
         await say(ws, f"m{index}")
@@ -170,7 +172,7 @@ async def test_rate_limit_gives_retry_after(daemon_factory: Any) -> None:
 
 async def test_history_replays_last_n_messages(daemon_factory: Any) -> None:
     """A fresh join gets the last history_replay messages, oldest first."""
-    daemon = daemon_factory({"history_replay": 3, "rate_messages": 100})
+    daemon = await daemon_factory({"history_replay": 3, "rate_messages": 100})
     ws, _ = await join(daemon, "alice")
     for index in range(5):
         await say(ws, f"m{index}")
@@ -184,7 +186,7 @@ async def test_history_replays_last_n_messages(daemon_factory: Any) -> None:
 
 async def test_resume_with_since_gets_exactly_the_missed_messages(daemon_factory: Any) -> None:
     """since = last seen id returns exactly the messages after it: no gap, no duplicate."""
-    daemon = daemon_factory({"history_replay": 2, "rate_messages": 100})
+    daemon = await daemon_factory({"history_replay": 2, "rate_messages": 100})
     writer, _ = await join(daemon, "writer")
     for index in range(6):
         await say(writer, f"m{index}")
@@ -206,7 +208,9 @@ async def test_resume_with_since_gets_exactly_the_missed_messages(daemon_factory
 
 async def test_resume_reports_gap_when_retention_dropped_messages(daemon_factory: Any) -> None:
     """When retention already dropped messages after since, gap is true."""
-    daemon = daemon_factory({"history_max_messages": 3, "history_replay": 3, "rate_messages": 100})
+    daemon = await daemon_factory(
+        {"history_max_messages": 3, "history_replay": 3, "rate_messages": 100}
+    )
     writer, _ = await join(daemon, "writer")
     for index in range(6):
         await say(writer, f"m{index}")
@@ -214,66 +218,6 @@ async def test_resume_reports_gap_when_retention_dropped_messages(daemon_factory
     reader, welcome = await join(daemon, "reader", since=1)
     assert [m["id"] for m in welcome["history"]] == [4, 5, 6]
     assert welcome["gap"] is True
-    await writer.close()
-    await reader.close()
-
-
-async def test_history_and_ids_survive_restart(daemon_factory: Any) -> None:
-    """After a restart the history is still there and ids continue where they were."""
-    daemon = daemon_factory()
-    ws, _ = await join(daemon, "alice")
-    await say(ws, "before")
-    await recv_type(ws, "message")
-    await ws.close()
-    daemon.restart()
-    ws, welcome = await join(daemon, "alice")
-    assert [(m["id"], m["text"]) for m in welcome["history"]] == [(1, "before")]
-    await say(ws, "after")
-    assert (await recv_type(ws, "message"))["id"] == 2
-    await ws.close()
-
-
-async def test_kill_9_loses_no_message_anyone_saw(daemon_factory: Any) -> None:
-    """Every message a client received before a SIGKILL is in the history afterwards."""
-    daemon = daemon_factory({"rate_messages": 1000})
-    ws, _ = await join(daemon, "alice")
-    seen = []
-    for index in range(50):
-        await say(ws, f"m{index}")
-    for _ in range(50):
-        seen.append((await recv_type(ws, "message"))["id"])
-    daemon.kill()
-    daemon.start()
-    reader, welcome = await join(daemon, "bob", since=0)
-    assert [m["id"] for m in welcome["history"]][: len(seen)] == seen
-    await reader.close()
-
-
-async def test_reconnect_after_restart_resumes_without_loss_or_duplicate(
-    daemon_factory: Any,
-) -> None:
-    """A client that reconnects after a restart with since gets what it missed, once each."""
-    daemon = daemon_factory({"rate_messages": 1000})
-    reader, _ = await join(daemon, "reader")
-    writer, _ = await join(daemon, "writer")
-    received: list[int] = []
-    for index in range(5):
-        await say(writer, f"a{index}")
-    for _ in range(5):
-        received.append((await recv_type(reader, "message"))["id"])
-    daemon.stop()
-    with pytest.raises(ConnectionClosed):
-        await recv(reader)
-    assert reader.close_code == 1001
-    daemon.start()
-    writer, _ = await join(daemon, "writer")
-    for index in range(5):
-        await say(writer, f"b{index}")
-    for _ in range(5):
-        await recv_type(writer, "message")
-    reader, welcome = await join(daemon, "reader", since=received[-1])
-    received += [m["id"] for m in welcome["history"]]
-    assert received == list(range(1, 11))
     await writer.close()
     await reader.close()
 
@@ -324,7 +268,7 @@ async def test_foreign_origin_is_refused_with_403(daemon: Daemon) -> None:
 
 async def test_same_host_and_listed_origins_are_accepted(daemon_factory: Any) -> None:
     """The page's own origin and allowed_origins are accepted; no Origin is accepted too."""
-    daemon = daemon_factory({"allowed_origins": ["https://chat.example.org"]})
+    daemon = await daemon_factory({"allowed_origins": ["https://chat.example.org"]})
     own = f"http://127.0.0.1:{daemon.port}"
     for origin in (own, "https://chat.example.org", None):
         ws = await connect(daemon.ws_url, origin=origin, open_timeout=TIMEOUT)  # type: ignore[arg-type]
@@ -333,7 +277,7 @@ async def test_same_host_and_listed_origins_are_accepted(daemon_factory: Any) ->
 
 async def test_connection_limits_answer_503(daemon_factory: Any) -> None:
     """Over max_connections the handshake gets HTTP 503; a freed slot is usable again."""
-    daemon = daemon_factory({"max_connections": 2})
+    daemon = await daemon_factory({"max_connections": 2})
     first = await open_client(daemon)
     second = await open_client(daemon)
     with pytest.raises(InvalidStatus) as caught:
@@ -362,7 +306,7 @@ async def test_repeated_host_header_is_a_bad_request(daemon: Daemon) -> None:
 
 async def test_per_address_limit_answers_503(daemon_factory: Any) -> None:
     """Over max_connections_per_ip from one address the handshake gets HTTP 503."""
-    daemon = daemon_factory({"max_connections_per_ip": 1})
+    daemon = await daemon_factory({"max_connections_per_ip": 1})
     first = await open_client(daemon)
     with pytest.raises(InvalidStatus) as caught:
         await open_client(daemon)
@@ -370,63 +314,12 @@ async def test_per_address_limit_answers_503(daemon_factory: Any) -> None:
     await first.close()
 
 
-async def test_slow_reader_is_dropped_and_delays_nobody(daemon_factory: Any) -> None:
-    """A client that stops reading is disconnected once its queue is full; others get all."""
-    daemon = daemon_factory(
-        {
-            "send_queue_bytes": 65536,
-            "max_message_length": 40000,
-            "max_frame_bytes": 262144,
-            "rate_messages": 100000,
-        }
-    )
-    slow, _ = await join(daemon, "slow")
-    reader, _ = await join(daemon, "reader")
-    writer, _ = await join(daemon, "writer")
-    slow.transport.pause_reading()  # stops reading: the kernel buffers fill up
-    count = 600  # 18 MB: more than loopback's socket buffers can absorb
-
-    async def collect(ws: Any) -> list[str]:
-        texts: list[str] = []
-        while len(texts) < count:
-            texts.append((await recv_type(ws, "message", timeout=TIMEOUT * 3))["text"][:5])
-        return texts
-
-    readers = [asyncio.create_task(collect(reader)), asyncio.create_task(collect(writer))]
-    for index in range(count):
-        await say(writer, f"{index:05d}" + "x" * 30000)
-    expected = [f"{i:05d}" for i in range(count)]
-    assert await asyncio.gather(*readers) == [expected, expected]
-    for _ in range(100):
-        health = json.loads(await http_get(daemon, "/healthz"))
-        if health["online"]["lobby"] == 2:
-            break
-        await asyncio.sleep(0.05)
-    assert health["online"]["lobby"] == 2
-    assert "too slow: send queue full" in daemon.log()
-    slow.transport.abort()
-    await reader.close()
-    await writer.close()
-
-
-async def test_sigterm_closes_clients_with_1001_and_exits_0(daemon: Daemon) -> None:
-    """On SIGTERM every client gets close code 1001 and the daemon exits 0."""
-    ws, _ = await join(daemon, "alice")
-    legacy = await open_client(daemon, "echo-protocol")
-    assert daemon.stop() == 0
-    for client in (ws, legacy):
-        with pytest.raises(ConnectionClosed):
-            while True:
-                await asyncio.wait_for(client.recv(), TIMEOUT)
-        assert client.close_code == 1001
-
-
 async def test_sites_pick_room_and_title_by_host(daemon_factory: Any, tmp_path: Any) -> None:
     """The Host header picks a site: its own room, title and history; default for others."""
     root = tmp_path / "other"
     root.mkdir()
     (root / "index.html").write_text("<h1>other site</h1>")
-    daemon = daemon_factory(
+    daemon = await daemon_factory(
         {
             "sites": [
                 {
@@ -454,32 +347,3 @@ async def test_sites_pick_room_and_title_by_host(daemon_factory: Any, tmp_path: 
     assert "other site" in page
     await other.close()
     await lobby.close()
-
-
-async def http_get(
-    daemon: Daemon, path: str, host: str | None = None, headers: dict[str, str] | None = None
-) -> str:
-    """A raw GET (no client-side path normalisation); returns the body of a 200."""
-    status, _, body = await raw_get(daemon, path, host, headers)
-    assert status == 200, (path, status)
-    return body.decode()
-
-
-async def raw_get(
-    daemon: Daemon, path: str, host: str | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    """Send a GET exactly as written; returns status, headers (lower-case names), body."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{daemon.port}'}"]
-    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), TIMEOUT)
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode().split("\r\n")
-    parsed = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        parsed[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), parsed, body

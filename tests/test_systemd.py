@@ -18,7 +18,19 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import join, recv_type, say
 from tests.daemon import TIMEOUT, Daemon, NotifyListener, render_toml
-from tests.test_server import raw_get
+from tests.http import raw_get
+
+
+@pytest.fixture
+def daemon_factory(process_factory: Any) -> Any:
+    """This module is about the process: every daemon here is a subprocess."""
+    return process_factory
+
+
+@pytest.fixture
+def daemon(process: Daemon) -> Daemon:
+    """A daemon subprocess."""
+    return process
 
 
 async def test_ready_then_status_then_stopping(daemon: Daemon) -> None:

@@ -1,0 +1,141 @@
+"""The daemon as a process: restart, kill -9, SIGTERM; what survives and what clients see."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import join, open_client, recv, recv_type, say
+from tests.daemon import TIMEOUT, Daemon
+from tests.http import http_get
+
+
+@pytest.fixture
+def daemon_factory(process_factory: Any) -> Any:
+    """This module is about the process: every daemon here is a subprocess."""
+    return process_factory
+
+
+@pytest.fixture
+def daemon(process: Daemon) -> Daemon:
+    """A daemon subprocess."""
+    return process
+
+
+async def test_history_and_ids_survive_restart(daemon_factory: Any) -> None:
+    """After a restart the history is still there and ids continue where they were."""
+    daemon = daemon_factory()
+    ws, _ = await join(daemon, "alice")
+    await say(ws, "before")
+    await recv_type(ws, "message")
+    await ws.close()
+    daemon.restart()
+    ws, welcome = await join(daemon, "alice")
+    assert [(m["id"], m["text"]) for m in welcome["history"]] == [(1, "before")]
+    await say(ws, "after")
+    assert (await recv_type(ws, "message"))["id"] == 2
+    await ws.close()
+
+
+async def test_kill_9_loses_no_message_anyone_saw(daemon_factory: Any) -> None:
+    """Every message a client received before a SIGKILL is in the history afterwards."""
+    daemon = daemon_factory({"rate_messages": 1000})
+    ws, _ = await join(daemon, "alice")
+    seen = []
+    for index in range(50):
+        await say(ws, f"m{index}")
+    for _ in range(50):
+        seen.append((await recv_type(ws, "message"))["id"])
+    daemon.kill()
+    daemon.start()
+    reader, welcome = await join(daemon, "bob", since=0)
+    assert [m["id"] for m in welcome["history"]][: len(seen)] == seen
+    await reader.close()
+
+
+async def test_reconnect_after_restart_resumes_without_loss_or_duplicate(
+    daemon_factory: Any,
+) -> None:
+    """A client that reconnects after a restart with since gets what it missed, once each."""
+    daemon = daemon_factory({"rate_messages": 1000})
+    reader, _ = await join(daemon, "reader")
+    writer, _ = await join(daemon, "writer")
+    received: list[int] = []
+    for index in range(5):
+        await say(writer, f"a{index}")
+    for _ in range(5):
+        received.append((await recv_type(reader, "message"))["id"])
+    daemon.stop()
+    with pytest.raises(ConnectionClosed):
+        await recv(reader)
+    assert reader.close_code == 1001
+    daemon.start()
+    writer, _ = await join(daemon, "writer")
+    for index in range(5):
+        await say(writer, f"b{index}")
+    for _ in range(5):
+        await recv_type(writer, "message")
+    reader, welcome = await join(daemon, "reader", since=received[-1])
+    received += [m["id"] for m in welcome["history"]]
+    assert received == list(range(1, 11))
+    await writer.close()
+    await reader.close()
+
+
+async def test_sigterm_closes_clients_with_1001_and_exits_0(daemon: Daemon) -> None:
+    """On SIGTERM every client gets close code 1001 and the daemon exits 0."""
+    ws, _ = await join(daemon, "alice")
+    legacy = await open_client(daemon, "echo-protocol")
+    assert daemon.stop() == 0
+    for client in (ws, legacy):
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(client.recv(), TIMEOUT)
+        assert client.close_code == 1001
+
+
+async def test_slow_reader_is_dropped_and_delays_nobody(daemon_factory: Any) -> None:
+    """A client that stops reading is disconnected once its queue is full; others get all.
+
+    A subprocess: in one event loop the test's readers would compete with the
+    server for the same CPU and fall behind for real.
+    """
+    daemon = daemon_factory(
+        {
+            "send_queue_bytes": 65536,
+            "max_message_length": 40000,
+            "max_frame_bytes": 262144,
+            "rate_messages": 100000,
+        }
+    )
+    slow, _ = await join(daemon, "slow")
+    reader, _ = await join(daemon, "reader")
+    writer, _ = await join(daemon, "writer")
+    slow.transport.pause_reading()  # stops reading: the kernel buffers fill up
+    count = 600  # 18 MB: more than loopback's socket buffers can absorb
+
+    async def collect(ws: Any) -> list[str]:
+        texts: list[str] = []
+        while len(texts) < count:
+            texts.append((await recv_type(ws, "message", timeout=TIMEOUT * 3))["text"][:5])
+        return texts
+
+    readers = [asyncio.create_task(collect(reader)), asyncio.create_task(collect(writer))]
+    for index in range(count):
+        await say(writer, f"{index:05d}" + "x" * 30000)
+    expected = [f"{i:05d}" for i in range(count)]
+    assert await asyncio.gather(*readers) == [expected, expected]
+    for _ in range(100):
+        health = json.loads(await http_get(daemon, "/healthz"))
+        if health["online"]["lobby"] == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert health["online"]["lobby"] == 2
+    assert "too slow: send queue full" in daemon.log()
+    slow.transport.abort()
+    await reader.close()
+    await writer.close()
