@@ -123,6 +123,11 @@ class Daemon:
         """Take every resource, each released by ``stack`` in reverse order."""
         _raise_file_limit()
         loop = asyncio.get_running_loop()
+        # Handled from the start to the very end: a second SIGTERM while
+        # closing changes nothing (and does not kill the process mid-drain).
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop.set)
+        stack.callback(self._remove_signal_handlers, signal.SIGTERM, signal.SIGINT)
         store = Store(self.settings.state_dir / HISTORY_FILE)
         await store.open()
         stack.push_async_callback(store.close)
@@ -136,10 +141,9 @@ class Daemon:
             for sock in server.sockets:
                 logger.info("listening on %s", _describe(sock))
 
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.stop.set)
+        # A reload is moot once shutdown starts.
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup, chat)
-        stack.callback(self._remove_signal_handlers)
+        stack.callback(self._remove_signal_handlers, signal.SIGHUP)
 
         if self.env.watchdog_usec:
             watchdog = Watchdog(self.notifier, self.env.watchdog_usec)
@@ -149,9 +153,10 @@ class Daemon:
         stack.push_async_callback(chat.stop_housekeeping)
         return chat
 
-    def _remove_signal_handlers(self) -> None:
+    @staticmethod
+    def _remove_signal_handlers(*signums: int) -> None:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in signums:
             loop.remove_signal_handler(signum)
 
     async def _close_servers(self) -> None:

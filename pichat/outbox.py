@@ -62,11 +62,18 @@ class Connection(ServerConnection):
         """Pass the request head through :class:`RequestHead` first."""
         head = self.head
         if head is not None:
+            if head.refusal is not None:
+                return  # refused: what the client still sends is read and dropped
             data = head.feed(data)
             if head.refusal is not None:
-                self.head = None
+                # Answer, then half-close: closing with unread data would send
+                # an RST that destroys the answer. The handshake's open_timeout
+                # ends a client that goes on sending.
                 self.transport.write(head.refusal)
-                self.transport.close()
+                if self.transport.can_write_eof():
+                    self.transport.write_eof()
+                else:
+                    self.transport.close()
                 return
             if head.done:
                 self.method = head.method

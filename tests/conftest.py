@@ -96,11 +96,19 @@ async def open_client(
 
 
 async def join(
-    daemon: Daemon | Running, name: str, avatar: str = "", since: int | None = None, **kwargs: Any
+    daemon: Daemon | Running,
+    name: str,
+    avatar: str = "",
+    since: int | None = None,
+    epoch: str | None = None,
+    **kwargs: Any,
 ) -> tuple[ClientConnection, Any]:
-    """Connect and join; returns the connection and its welcome frame."""
+    """Connect and join (resuming after ``since`` in ``epoch``); returns it and its welcome."""
     ws = await open_client(daemon, **kwargs)
-    await ws.send(json.dumps({"type": "join", "name": name, "avatar": avatar, "since": since}))
+    frame = {"type": "join", "name": name, "avatar": avatar, "since": since}
+    if epoch is not None:
+        frame["epoch"] = epoch
+    await ws.send(json.dumps(frame))
     return ws, await recv_type(ws, "welcome")
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,3 +142,58 @@ async def test_slow_reader_is_dropped_and_delays_nobody(daemon_factory: Any) -> 
     slow.transport.abort()
     await reader.close()
     await writer.close()
+
+
+def test_port_in_use_is_one_line_and_exit_69(tmp_path: Path) -> None:
+    """A taken port: one log line naming the address, exit 69, the history closed cleanly."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        directory = tmp_path / "busy"
+        directory.mkdir()
+        daemon = Daemon(directory, {"port": port})
+        daemon.start(wait=False)
+        assert daemon.process is not None
+        code = daemon.process.wait(TIMEOUT)
+        daemon.stop()
+    log = daemon.log()
+    assert code == 69, log
+    assert f"cannot listen on 127.0.0.1:{port}: " in log
+    assert "Traceback" not in log
+    # The store was opened before the bind failed, and closed after it.
+    state = directory / "state"
+    assert (state / "history.sqlite3").exists()
+    assert not (state / "history.sqlite3-wal").exists()
+
+
+def test_damaged_database_is_one_line_and_exit_73(process_factory: Any) -> None:
+    """A zeroed b-tree root page (header intact): one clear line, exit 73, no traceback."""
+    daemon: Daemon = process_factory({"rate_messages": 100})
+    asyncio.run(_say_some(daemon, 20))
+    assert daemon.stop() == 0
+    path = daemon.directory / "state" / "history.sqlite3"
+    db = sqlite3.connect(path)
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
+    db.close()
+    with path.open("r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(b"\0" * page_size)
+    daemon.start(wait=False)
+    assert daemon.process is not None
+    code = daemon.process.wait(TIMEOUT)
+    daemon.stop()  # closes the notify socket
+    log = daemon.log()
+    assert code == 73, log
+    assert "Traceback" not in log
+    line = next(line for line in log.splitlines() if "cannot open the history" in line)
+    assert "integrity check" in line and "restore a backup" in line
+
+
+async def _say_some(daemon: Daemon, count: int) -> None:
+    ws, _ = await join(daemon, "writer")
+    for index in range(count):
+        await say(ws, f"m{index}")
+        await recv_type(ws, "message")
+    await ws.close()
