@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 
 from pichat.protocol import (
     ERROR_CODES,
+    MAX_EPOCH_LENGTH,
+    Frame,
+    HistoryRequest,
     Join,
     Limits,
     Message,
@@ -20,11 +23,11 @@ from pichat.protocol import (
     Say,
     error_frame,
     format_date,
-    legacy_history_frame,
+    history_frame,
     parse_frame,
-    parse_legacy_frame,
     presence_frame,
     welcome_frame,
+    wire_frame,
 )
 
 LIMITS = Limits()
@@ -47,13 +50,6 @@ def code_of(data: str, limits: Limits = LIMITS) -> str:
     return info.value.code
 
 
-def legacy_code_of(data: str, limits: Limits = LIMITS) -> str:
-    """The error code ``parse_legacy_frame`` raises for ``data``."""
-    with pytest.raises(ProtocolError) as info:
-        parse_legacy_frame(data, limits)
-    return info.value.code
-
-
 def join(**fields: Any) -> str:
     """A join frame with a valid name unless overridden."""
     return frame(**{"type": "join", "name": "alice", **fields})
@@ -66,14 +62,12 @@ def join(**fields: Any) -> str:
 def test_invalid_json_is_bad_json(data: str) -> None:
     """A frame that is not valid JSON is refused with bad_json."""
     assert code_of(data) == "bad_json"
-    assert legacy_code_of(data) == "bad_json"
 
 
 @pytest.mark.parametrize("data", ["[]", "1", '"say"', "null", "true", '[{"type": "say"}]'])
 def test_non_object_is_bad_frame(data: str) -> None:
     """Valid JSON that is not an object is refused with bad_frame."""
     assert code_of(data) == "bad_frame"
-    assert legacy_code_of(data) == "bad_frame"
 
 
 @pytest.mark.parametrize(
@@ -88,7 +82,7 @@ def test_non_object_is_bad_frame(data: str) -> None:
     ],
 )
 def test_missing_or_unknown_type_is_unknown_type(data: str) -> None:
-    """A frame whose type is missing or not join/say is refused with unknown_type."""
+    """A frame whose type is missing or not join/say/history is refused with unknown_type."""
     assert code_of(data) == "unknown_type"
 
 
@@ -270,10 +264,68 @@ def test_non_finite_since_is_bad_since(data: str) -> None:
     assert code_of(data) == "bad_since"
 
 
-@pytest.mark.parametrize("since", [0, 1, 41, 10**30])
+@pytest.mark.parametrize("since", [0, 1, 41, 2**63 - 1, 10**19])
 def test_valid_since(since: int) -> None:
-    """Any non-negative integer is a valid since."""
+    """Any non-negative integer an id can be is a valid since."""
     assert parse_frame(join(since=since), LIMITS) == Join("alice", "", since)
+
+
+@pytest.mark.parametrize("digits", [21, 4300, 4301, 50_000])
+def test_huge_since_is_bad_since(digits: int) -> None:
+    """A since of more digits than any id (past Python's 4,300-digit limit too) is bad_since.
+
+    Python refuses to parse such integers with a ValueError, which must not read as bad_json.
+    """
+    data = '{"type": "join", "name": "a", "since": ' + "9" * digits + "}"
+    assert code_of(data) == "bad_since"
+    assert code_of('{"type": "join", "name": "a", "since": -' + "9" * digits + "}") == "bad_since"
+
+
+# Epochs.
+
+
+@pytest.mark.parametrize("epoch", ["", "abc", "x" * MAX_EPOCH_LENGTH])
+def test_join_with_epoch(epoch: str) -> None:
+    """A join may carry the epoch of the welcome its since came from."""
+    data = join(since=41, epoch=epoch)
+    assert parse_frame(data, LIMITS) == Join("alice", "", 41, epoch)
+
+
+def test_join_without_epoch_has_none() -> None:
+    """A join without an epoch (or with null) has epoch None."""
+    assert parse_frame(join(since=3), LIMITS).epoch is None  # type: ignore[union-attr]
+    assert parse_frame(join(epoch=None), LIMITS) == Join("alice", "", None, None)
+
+
+@pytest.mark.parametrize("epoch", ["x" * (MAX_EPOCH_LENGTH + 1), 5, True, [], {}, 1.5])
+def test_bad_epoch(epoch: object) -> None:
+    """An epoch that is not null or a short string is refused with bad_epoch."""
+    assert code_of(join(since=1, epoch=epoch)) == "bad_epoch"
+
+
+# History requests.
+
+
+@pytest.mark.parametrize("after", [0, 7, 2**63 - 1])
+def test_history_parses_to_history_request(after: int) -> None:
+    """A history frame with a non-negative integer after becomes a HistoryRequest."""
+    assert parse_frame(frame(type="history", after=after), LIMITS) == HistoryRequest(after)
+
+
+@pytest.mark.parametrize("after", [None, -1, "3", True, 1.0, 1.5, [], {}])
+def test_bad_after(after: object) -> None:
+    """A history frame whose after is not a non-negative integer is refused with bad_after."""
+    assert code_of(frame(type="history", after=after)) == "bad_after"
+
+
+def test_history_without_after_is_bad_after() -> None:
+    """A history frame without after is refused with bad_after."""
+    assert code_of(frame(type="history")) == "bad_after"
+
+
+def test_huge_after_is_bad_after() -> None:
+    """An after of 4,301 digits is bad_after, not bad_json."""
+    assert code_of('{"type": "history", "after": ' + "1" * 4301 + "}") == "bad_after"
 
 
 # Text.
@@ -317,33 +369,7 @@ def test_text_allows_newline_and_tab() -> None:
     assert parse_frame(frame(type="say", text=text), LIMITS) == Say(text)
 
 
-# Legacy frames.
-
-
-def test_legacy_frame_parses_to_fields() -> None:
-    """An echo-protocol frame gives (name, avatar, text); a client date is ignored."""
-    data = frame(name=" bob ", avatar="https://example.org/b.png", message="hi", date="x")
-    assert parse_legacy_frame(data, LIMITS) == ("bob", "https://example.org/b.png", "hi")
-
-
-@pytest.mark.parametrize(
-    ("fields", "code"),
-    [
-        ({"name": "", "message": "hi"}, "bad_name"),
-        ({"message": "hi"}, "bad_name"),
-        ({"name": "a\u202eb", "message": "hi"}, "bad_name"),
-        ({"name": "a" * 33, "message": "hi"}, "name_too_long"),
-        ({"name": "bob", "avatar": "javascript:alert(1)", "message": "hi"}, "bad_avatar"),
-        ({"name": "bob", "message": "  "}, "empty_text"),
-        ({"name": "bob", "message": "a" * 2001}, "text_too_long"),
-        ({"name": "bob", "message": "a\x00"}, "bad_text"),
-        ({"name": "bob"}, "bad_frame"),
-        ({"name": "bob", "message": 3}, "bad_frame"),
-    ],
-)
-def test_legacy_frame_errors(fields: dict[str, Any], code: str) -> None:
-    """An echo-protocol frame is validated like join + say, with the same codes."""
-    assert legacy_code_of(json.dumps(fields)) == code
+# Nesting.
 
 
 def test_deeply_nested_invalid_json_is_bad_frame() -> None:
@@ -384,18 +410,16 @@ JSON_VALUES = st.recursive(
 @RELAXED
 @given(
     st.dictionaries(
-        st.sampled_from(["type", "name", "avatar", "since", "text", "message"]),
-        st.sampled_from(["join", "say"]) | JSON_VALUES,
+        st.sampled_from(["type", "name", "avatar", "since", "epoch", "after", "text"]),
+        st.sampled_from(["join", "say", "history"]) | JSON_VALUES,
     )
 )
 def test_any_object_is_accepted_or_refused_with_a_known_code(fields: dict[str, Any]) -> None:
     """Any JSON object either parses or raises a ProtocolError with a documented code."""
-    data = json.dumps(fields)
-    for parse in (parse_frame, parse_legacy_frame):
-        try:
-            parse(data, LIMITS)  # type: ignore[operator]
-        except ProtocolError as error:
-            assert error.code in ERROR_CODES
+    try:
+        parse_frame(json.dumps(fields), LIMITS)
+    except ProtocolError as error:
+        assert error.code in ERROR_CODES
 
 
 @RELAXED
@@ -476,6 +500,8 @@ def test_welcome_frame_is_valid_json_with_every_field() -> None:
         online=[("bob", ""), ("alice (2)", "https://example.org/a.png")],
         resumed=True,
         gap=False,
+        epoch="e1",
+        more=True,
     )
     assert json.loads(data) == {
         "type": "welcome",
@@ -490,6 +516,8 @@ def test_welcome_frame_is_valid_json_with_every_field() -> None:
         ],
         "resumed": True,
         "gap": False,
+        "epoch": "e1",
+        "more": True,
     }
 
 
@@ -505,9 +533,26 @@ def test_welcome_frame_with_empty_history() -> None:
         online=[],
         resumed=False,
         gap=True,
+        epoch="",
+        more=False,
     )
     got = json.loads(data)
     assert got["history"] == [] and got["online"] == [] and got["gap"] is True
+    assert (got["epoch"], got["more"]) == ("", False)
+
+
+def test_history_frame_is_valid_json_with_every_field() -> None:
+    """The spliced history frame decodes to the documented object."""
+    messages = [message(5, text="<x>"), message(7, name="bob")]
+    assert json.loads(history_frame(4, messages, True, False)) == {
+        "type": "history",
+        "after": 4,
+        "more": True,
+        "gap": False,
+        "messages": [m.as_v1() for m in messages],
+    }
+    empty = json.loads(history_frame(9, [], False, True))
+    assert (empty["messages"], empty["more"], empty["gap"]) == ([], False, True)
 
 
 def test_presence_frame() -> None:
@@ -529,35 +574,49 @@ def test_message_v1_json_is_not_escaped() -> None:
     }
 
 
-def test_message_legacy_is_html_escaped() -> None:
-    """The echo-protocol encoding HTML-escapes name, avatar and text (quotes included)."""
-    m = message(name="<b>bob</b>", avatar='https://example.org/?a=1&b="2"', text="<script>'x'&")
-    expected = {
-        "name": "&lt;b&gt;bob&lt;/b&gt;",
-        "avatar": "https://example.org/?a=1&amp;b=&quot;2&quot;",
-        "message": "&lt;script&gt;&#x27;x&#x27;&amp;",
-        "date": m.date,
-    }
-    assert m.as_legacy() == expected
-    assert json.loads(m.legacy_json()) == expected
-
-
 def test_message_encodings_are_cached() -> None:
     """Each encoding of a message is built once and reused for every client."""
     m = message()
     assert m.v1_json() is m.v1_json()
-    assert m.legacy_json() is m.legacy_json()
+    assert m.v1_frame() is m.v1_frame()
+    assert m.v1_frame() == wire_frame(m.v1_json())
+    calls: list[Message] = []
+
+    def encode(x: Message) -> bytes:
+        calls.append(x)
+        return b"v"
+
+    assert m.encoded("k", encode) == b"v"
+    assert m.encoded("k", encode) == b"v"
+    assert calls == [m]
 
 
-def test_legacy_history_frame_is_array_of_json_strings() -> None:
-    """The legacy history is a JSON array whose items are JSON-encoded message strings."""
-    history = [message(1, text="<hi>"), message(2, name="bob", text="second")]
-    items = json.loads(legacy_history_frame(history))
-    assert isinstance(items, list) and len(items) == 2
-    assert all(isinstance(item, str) for item in items)
-    assert [json.loads(item) for item in items] == [m.as_legacy() for m in history]
-    assert json.loads(items[0])["message"] == "&lt;hi&gt;"
-    assert json.loads(legacy_history_frame([])) == []
+# WebSocket frames.
+
+
+def unframe(data: Frame) -> tuple[int, bytes]:
+    """The first byte and payload of an unmasked frame, checking its length field."""
+    assert data[1] & 0x80 == 0, "server frames are never masked"
+    length = data[1] & 0x7F
+    offset = 2
+    if length == 126:
+        length, offset = int.from_bytes(data[2:4], "big"), 4
+    elif length == 127:
+        length, offset = int.from_bytes(data[2:10], "big"), 10
+    assert len(data) == offset + length
+    return data[0], data[offset:]
+
+
+@pytest.mark.parametrize(
+    ("length", "header"),
+    [(0, 2), (1, 2), (125, 2), (126, 4), (65535, 4), (65536, 10), (70_000, 10)],
+)
+def test_wire_frame_is_a_final_unmasked_text_frame(length: int, header: int) -> None:
+    """wire_frame gives FIN + text opcode, the shortest length form, and the payload."""
+    payload = bytes(range(256)) * (length // 256) + b"x" * (length % 256)
+    data = wire_frame(payload)
+    assert len(data) == header + length
+    assert unframe(data) == (0x81, payload)
 
 
 def test_format_date_examples() -> None:

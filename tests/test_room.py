@@ -1,15 +1,19 @@
-"""Room state without I/O: unique names, online order, ids, retention and resume."""
+"""Room state without I/O: unique names, online order, ids, retention cuts, replay and pages."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pichat.protocol import Message
-from pichat.retention import Retention
-from pichat.room import Room
+from pichat.retention import Cut, Retention
+from pichat.room import Page, Room
 
 DAY_MS = 86_400_000
+EPOCH = "e1"
+#: A budget no test history reaches.
+UNLIMITED = 1 << 30
 RELAXED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -17,11 +21,24 @@ class Member:
     """An opaque connection stand-in, hashable by identity like the server's clients."""
 
 
-def room_with(count: int, max_messages: int = 1000, last_id: int = 0) -> Room[Member]:
-    """A room where ``count`` messages were created and stored, one per second."""
-    room: Room[Member] = Room("lobby", Retention(max_messages=max_messages), last_id=last_id)
+def new_room(history: list[Message] | None = None, last_id: int = 0) -> Room[Member]:
+    """A room named lobby with epoch e1."""
+    return Room("lobby", EPOCH, history or [], last_id)
+
+
+def room_with(count: int, keep: int | None = None, last_id: int = 0) -> Room[Member]:
+    """A room where ``count`` messages were created and stored, one per second.
+
+    With ``keep``, each commit applies the count retention ``Retention(keep)``
+    the way the engine does.
+    """
+    room = new_room(last_id=last_id)
+    retention = Retention(max_messages=keep) if keep is not None else None
     for index in range(count):
-        room.append(room.create("alice", "", f"m{index}", index * 1000))
+        message = room.create("alice", "", f"m{index}", index * 1000)
+        room.append(message)
+        if retention is not None:
+            room.trim(retention.cut(message.id, message.ms))
     return room
 
 
@@ -30,18 +47,22 @@ def ids(messages: list[Message]) -> list[int]:
     return [m.id for m in messages]
 
 
+def size(message: Message) -> int:
+    """What a message counts against a byte budget."""
+    return len(message.v1_json())
+
+
 # Names.
 
 
 def test_free_name_is_kept() -> None:
     """A name nobody online has is given as asked."""
-    room: Room[Member] = Room("lobby", Retention())
-    assert room.join(Member(), "alice", "", 32) == "alice"
+    assert new_room().join(Member(), "alice", "", 32) == "alice"
 
 
 def test_taken_name_gets_numbered_suffixes() -> None:
     """Second and third members asking for a taken name get ' (2)' and ' (3)'."""
-    room: Room[Member] = Room("lobby", Retention())
+    room = new_room()
     assert [room.join(Member(), "alice", "", 32) for _ in range(3)] == [
         "alice",
         "alice (2)",
@@ -51,7 +72,7 @@ def test_taken_name_gets_numbered_suffixes() -> None:
 
 def test_names_compare_case_insensitively() -> None:
     """A name differing only in case (or by Unicode case folding) counts as taken."""
-    room: Room[Member] = Room("lobby", Retention())
+    room = new_room()
     room.join(Member(), "alice", "", 32)
     assert room.join(Member(), "ALICE", "", 32) == "ALICE (2)"
     assert room.join(Member(), "Alice", "", 32) == "Alice (3)"
@@ -61,7 +82,7 @@ def test_names_compare_case_insensitively() -> None:
 
 def test_suffix_skips_names_taken_literally() -> None:
     """A suffixed name somebody chose literally is skipped too."""
-    room: Room[Member] = Room("lobby", Retention())
+    room = new_room()
     room.join(Member(), "bob", "", 32)
     room.join(Member(), "Bob (2)", "", 32)
     assert room.join(Member(), "bob", "", 32) == "bob (3)"
@@ -69,7 +90,7 @@ def test_suffix_skips_names_taken_literally() -> None:
 
 def test_name_is_freed_on_leave() -> None:
     """After a member leaves, its name (any case) can be had again without suffix."""
-    room: Room[Member] = Room("lobby", Retention())
+    room = new_room()
     first, second = Member(), Member()
     room.join(first, "alice", "", 32)
     assert room.join(second, "alice", "", 32) == "alice (2)"
@@ -81,7 +102,7 @@ def test_name_is_freed_on_leave() -> None:
 
 def test_suffix_never_exceeds_limit() -> None:
     """A name at the limit is shortened so that name plus suffix still fits."""
-    room: Room[Member] = Room("lobby", Retention())
+    room = new_room()
     names = [room.join(Member(), "abcdefghij", "", 10) for _ in range(12)]
     assert names[:3] == ["abcdefghij", "abcdef (2)", "abcdef (3)"]
     assert names[-1] == "abcde (12)"
@@ -91,14 +112,14 @@ def test_suffix_never_exceeds_limit() -> None:
 
 def test_shortened_name_has_no_double_space() -> None:
     """Shortening that ends on a space drops the space before the suffix."""
-    room: Room[Member] = Room("lobby", Retention())
+    room = new_room()
     room.join(Member(), "abc defg", "", 8)
     assert room.join(Member(), "abc defg", "", 8) == "abc (2)"
 
 
 def test_suffix_never_exceeds_small_limit() -> None:
     """Even with a small name limit the suffixed name stays within it."""
-    room: Room[Member] = Room("lobby", Retention())
+    room = new_room()
     room.join(Member(), "ab", "", 4)
     assert len(room.join(Member(), "ab", "", 4)) <= 4
 
@@ -112,7 +133,7 @@ def test_suffix_never_exceeds_small_limit() -> None:
 )
 def test_names_online_are_unique_and_within_limit(limit: int, wanted: list[str]) -> None:
     """Whatever names are asked, everyone online has a distinct name within the limit."""
-    room: Room[Member] = Room("lobby", Retention())
+    room = new_room()
     for name in wanted:
         room.join(Member(), name[:limit], "", limit)
     names = [name for name, _ in room.online()]
@@ -120,12 +141,12 @@ def test_names_online_are_unique_and_within_limit(limit: int, wanted: list[str])
     assert all(len(name) <= limit for name in names)
 
 
-# Online list and listeners.
+# Online list and audiences.
 
 
 def test_online_is_in_join_order() -> None:
     """online() lists (name, avatar) in join order; a rejoin goes to the end."""
-    room: Room[Member] = Room("lobby", Retention())
+    room = new_room()
     a, b, c = Member(), Member(), Member()
     room.join(a, "a", "https://example.org/a.png", 32)
     room.join(b, "b", "", 32)
@@ -137,19 +158,42 @@ def test_online_is_in_join_order() -> None:
     assert [name for name, _ in room.online()] == ["a", "c", "b"]
 
 
+def test_listeners_are_grouped_by_audience() -> None:
+    """listen() files members under their audience key, in the order they came."""
+    room = new_room()
+    a, b, c = Member(), Member(), Member()
+    room.listen(a, "v1")
+    room.listen(b, "legacy")
+    room.listen(c, "v1")
+    assert {key: list(members) for key, members in room.audiences.items()} == {
+        "v1": [a, c],
+        "legacy": [b],
+    }
+
+
 def test_listener_leaves_without_identity() -> None:
-    """A legacy listener is not online; leaving removes it and returns None."""
-    room: Room[Member] = Room("lobby", Retention())
+    """A listener that never joined is not online; leaving removes it and returns None."""
+    room = new_room()
     listener = Member()
-    room.listeners.add(listener)
+    room.listen(listener, "legacy")
     assert room.online() == []
     assert room.leave(listener) is None
-    assert listener not in room.listeners
+    assert listener not in room.audiences["legacy"]
+
+
+def test_leave_removes_member_from_every_audience() -> None:
+    """A joined member that leaves is neither online nor in any audience."""
+    room = new_room()
+    member = Member()
+    room.join(member, "a", "", 32)
+    room.listen(member, "v1")
+    assert room.leave(member) == ("a", "")
+    assert room.members == {} and room.audiences == {"v1": {}}
 
 
 def test_leave_of_stranger_is_none() -> None:
     """Leaving a room one never joined returns None and changes nothing."""
-    room: Room[Member] = Room("lobby", Retention())
+    room = new_room()
     room.join(Member(), "a", "", 32)
     assert room.leave(Member()) is None
     assert room.online() == [("a", "")]
@@ -158,9 +202,15 @@ def test_leave_of_stranger_is_none() -> None:
 # Ids and history.
 
 
+def test_room_keeps_name_and_epoch() -> None:
+    """A room knows its name and the epoch of its history."""
+    room = new_room()
+    assert (room.name, room.epoch, room.last_id) == ("lobby", EPOCH, 0)
+
+
 def test_create_ids_strictly_increase() -> None:
     """create() gives ids 1, 2, 3… with the name, avatar, text and date given."""
-    room: Room[Member] = Room("lobby", Retention())
+    room = new_room()
     messages = [room.create("alice", "", f"m{i}", 1000 * i) for i in range(5)]
     assert ids(messages) == [1, 2, 3, 4, 5]
     assert (messages[2].name, messages[2].text, messages[2].ms) == ("alice", "m2", 2000)
@@ -169,7 +219,7 @@ def test_create_ids_strictly_increase() -> None:
 
 def test_create_does_not_store() -> None:
     """A created message enters the history only when appended."""
-    room: Room[Member] = Room("lobby", Retention())
+    room = new_room()
     message = room.create("alice", "", "hi", 0)
     assert list(room.history) == []
     room.append(message)
@@ -179,138 +229,250 @@ def test_create_does_not_store() -> None:
 def test_create_continues_from_last_id() -> None:
     """Ids continue after last_id, even when retention dropped those messages."""
     history = [Message(i, i, "a", "", "t") for i in (7, 8, 9)]
-    room: Room[Member] = Room("lobby", Retention(), history, last_id=12)
-    assert room.create("a", "", "t", 0).id == 13
-    assert Room("lobby", Retention(), history, last_id=0).create("a", "", "t", 0).id == 10
-    assert Room("lobby", Retention(), [], last_id=41).create("a", "", "t", 0).id == 42
+    assert new_room(history, last_id=12).create("a", "", "t", 0).id == 13
+    assert new_room(history, last_id=0).create("a", "", "t", 0).id == 10
+    assert new_room([], last_id=41).create("a", "", "t", 0).id == 42
 
 
-def test_append_keeps_last_max_messages() -> None:
-    """append() keeps only the newest max_messages messages."""
-    room = room_with(10, max_messages=3)
+def test_append_does_not_apply_retention() -> None:
+    """append() keeps every message; retention is the job of trim()."""
+    room = room_with(10)
+    assert ids(list(room.history)) == list(range(1, 11))
+
+
+def test_trim_after_each_commit_keeps_last_max_messages() -> None:
+    """Trimming with each commit's cut keeps only the newest max_messages messages."""
+    room = room_with(10, keep=3)
     assert ids(list(room.history)) == [8, 9, 10]
     assert room.last_id == 10
 
 
-def test_expire_applies_count_limit_to_loaded_history() -> None:
-    """expire() trims a history loaded over the count limit and says how many went."""
+def test_trim_applies_count_cut_to_loaded_history() -> None:
+    """trim() drops a loaded history over the count limit and says how many went."""
     history = [Message(i, 0, "a", "", "t") for i in range(1, 6)]
-    room: Room[Member] = Room("lobby", Retention(max_messages=2), history)
-    assert room.expire(now_ms=0) == 3
+    room = new_room(history)
+    cut = Retention(max_messages=2).cut(room.last_id, 0)
+    assert room.trim(cut) == 3
     assert ids(list(room.history)) == [4, 5]
-    assert room.expire(now_ms=0) == 0
+    assert room.trim(cut) == 0
 
 
-def test_expire_drops_messages_older_than_max_age() -> None:
-    """expire() drops messages dated before now minus max_age_days, keeping the boundary."""
+def test_trim_drops_messages_older_than_max_age() -> None:
+    """trim() with an age cut drops messages dated before it, keeping the boundary."""
     history = [Message(i + 1, ms, "a", "", "t") for i, ms in enumerate([0, DAY_MS // 2, DAY_MS])]
-    room: Room[Member] = Room("lobby", Retention(max_age_days=1), history)
-    assert room.expire(now_ms=DAY_MS + DAY_MS // 2) == 1
+    room = new_room(history)
+    retention = Retention(max_age_days=1)
+    assert room.trim(retention.cut(3, DAY_MS + DAY_MS // 2)) == 1
     assert ids(list(room.history)) == [2, 3]
-    assert room.expire(now_ms=3 * DAY_MS) == 2
+    assert room.trim(retention.cut(3, 3 * DAY_MS)) == 2
     assert list(room.history) == []
     assert room.last_id == 3
+    assert room.create("a", "", "t", 0).id == 4  # ids are never reused
 
 
-def test_expire_without_age_limit_keeps_old_messages() -> None:
+def test_trim_without_age_limit_keeps_old_messages() -> None:
     """With max_age_days 0 nothing is dropped for age."""
-    history = [Message(1, 0, "a", "", "t")]
-    room: Room[Member] = Room("lobby", Retention(max_age_days=0), history)
-    assert room.expire(now_ms=1000 * DAY_MS) == 0
+    room = new_room([Message(1, 0, "a", "", "t")])
+    assert room.trim(Retention(max_age_days=0).cut(1, 1000 * DAY_MS)) == 0
     assert ids(list(room.history)) == [1]
 
 
-def test_recent() -> None:
+def test_trim_with_an_explicit_cut() -> None:
+    """trim() drops exactly the front messages the cut does not keep."""
+    history = [Message(i, i * 10, "a", "", "t") for i in range(1, 7)]
+    room = new_room(history)
+    assert room.trim(Cut(first_id=3, oldest_ms=0)) == 2
+    assert room.trim(Cut(first_id=0, oldest_ms=45)) == 2
+    assert ids(list(room.history)) == [5, 6]
+    assert new_room().trim(Cut(10, 10)) == 0
+
+
+# Fresh replay: recent().
+
+
+def test_recent_by_count() -> None:
     """recent(n) is the last n messages oldest first; n <= 0 gives none."""
     room = room_with(5)
-    assert ids(room.recent(2)) == [4, 5]
-    assert ids(room.recent(100)) == [1, 2, 3, 4, 5]
-    assert room.recent(0) == []
-    assert room.recent(-3) == []
-    assert room_with(0).recent(10) == []
+    assert ids(room.recent(2, UNLIMITED)) == [4, 5]
+    assert ids(room.recent(100, UNLIMITED)) == [1, 2, 3, 4, 5]
+    assert room.recent(0, UNLIMITED) == []
+    assert room.recent(-3, UNLIMITED) == []
+    assert room_with(0).recent(10, UNLIMITED) == []
 
 
-# Resume.
+def test_recent_by_byte_budget() -> None:
+    """recent() stops before the message that would pass the byte budget."""
+    room = room_with(5)
+    one = size(room.history[-1])
+    assert all(size(m) == one for m in room.history)
+    assert ids(room.recent(100, 3 * one)) == [3, 4, 5]
+    assert ids(room.recent(100, 3 * one - 1)) == [4, 5]
+    assert ids(room.recent(2, 3 * one)) == [4, 5]
 
 
-def test_since_gives_exactly_the_messages_after() -> None:
-    """since(id) gives the messages after id, oldest first, resumed, no gap."""
+def test_recent_gives_at_least_one_message() -> None:
+    """A single message over the budget is still replayed (the client sees the newest)."""
+    room = new_room([Message(1, 0, "a", "", "x" * 1000), Message(2, 0, "a", "", "y" * 1000)])
+    assert ids(room.recent(100, 10)) == [2]
+
+
+# Resume pages: after().
+
+
+def test_after_gives_exactly_the_messages_after() -> None:
+    """after(id) gives the messages after id, oldest first, no more, no gap."""
     room = room_with(10)
-    assert room.since(7, 100) == (room.recent(3), True, False)
-    assert ids(room.since(7, 100)[0]) == [8, 9, 10]
+    page = room.after(7, 100, UNLIMITED)
+    assert page == Page(room.recent(3, UNLIMITED), False, False)
+    assert ids(page.messages) == [8, 9, 10]
 
 
-def test_since_ignores_replay_count() -> None:
-    """A resume returns every message after since, even more than history_replay."""
+def test_after_last_id_gives_nothing() -> None:
+    """A client that saw the last message gets an empty page: no more, no gap."""
+    assert room_with(10).after(10, 100, UNLIMITED) == Page([], False, False)
+
+
+def test_after_zero_gives_everything() -> None:
+    """after 0 (saw nothing yet) gives the whole history without a gap."""
+    page = room_with(4).after(0, 100, UNLIMITED)
+    assert (ids(page.messages), page.more, page.gap) == ([1, 2, 3, 4], False, False)
+
+
+def test_after_pages_by_count() -> None:
+    """With more messages than the count, the page is the oldest ones and more is true."""
     room = room_with(10)
-    messages, resumed, gap = room.since(2, 3)
-    assert ids(messages) == [3, 4, 5, 6, 7, 8, 9, 10]
-    assert (resumed, gap) == (True, False)
+    page = room.after(2, 3, UNLIMITED)
+    assert (ids(page.messages), page.more, page.gap) == ([3, 4, 5], True, False)
+    page = room.after(5, 3, UNLIMITED)
+    assert (ids(page.messages), page.more) == ([6, 7, 8], True)
+    page = room.after(8, 3, UNLIMITED)
+    assert (ids(page.messages), page.more) == ([9, 10], False)
+    assert room.after(7, 3, UNLIMITED).more is False  # exactly the count left
 
 
-def test_since_last_id_gives_nothing() -> None:
-    """A client that saw the last message gets no history, resumed, no gap."""
-    assert room_with(10).since(10, 100) == ([], True, False)
-
-
-def test_since_zero_gives_everything() -> None:
-    """since 0 (saw nothing yet) gives the whole history without a gap."""
-    room = room_with(4)
-    messages, resumed, gap = room.since(0, 2)
-    assert (ids(messages), resumed, gap) == ([1, 2, 3, 4], True, False)
-
-
-def test_since_reports_gap_when_retention_dropped_messages() -> None:
-    """When retention dropped messages after since, the history starts at the oldest kept."""
-    room = room_with(10, max_messages=5)  # keeps 6..10
-    assert (ids(room.since(5, 100)[0]), room.since(5, 100)[1:]) == ([6, 7, 8, 9, 10], (True, False))
-    assert (ids(room.since(4, 100)[0]), room.since(4, 100)[1:]) == ([6, 7, 8, 9, 10], (True, True))
-    assert room.since(0, 100)[1:] == (True, True)
-    assert (ids(room.since(8, 100)[0]), room.since(8, 100)[1:]) == ([9, 10], (True, False))
-
-
-def test_since_with_empty_history() -> None:
-    """With everything expired, a resume gets nothing, and a gap unless it saw the last id."""
-    room: Room[Member] = Room("lobby", Retention(), [], last_id=10)
-    assert room.since(10, 100) == ([], True, False)
-    assert room.since(5, 100) == ([], True, True)
-    assert Room("lobby", Retention()).since(0, 100) == ([], True, False)
-
-
-def test_since_from_the_future_gets_replay() -> None:
-    """A cursor past the last id gets the usual replay with resumed false and gap true."""
+def test_after_pages_by_byte_budget() -> None:
+    """A page stops before the message that would pass the byte budget."""
     room = room_with(10)
-    messages, resumed, gap = room.since(11, 3)
-    assert (ids(messages), resumed, gap) == ([8, 9, 10], False, True)
-    assert room.since(10**12, 0) == ([], False, True)
-    assert Room("lobby", Retention()).since(1, 100) == ([], False, True)
+    one = size(room.history[0])
+    page = room.after(0, 100, 4 * one)
+    assert (ids(page.messages), page.more) == ([1, 2, 3, 4], True)
+    page = room.after(0, 100, 4 * one - 1)
+    assert (ids(page.messages), page.more) == ([1, 2, 3], True)
+    rest = list(room.history)[6:]
+    assert room.after(6, 100, sum(map(size, rest))) == Page(rest, False, False)
 
 
-def test_since_with_burned_ids() -> None:
-    """With ids missing from the history (a failed store burned one), since still finds them."""
-    history = [Message(i, 0, "a", "", "t") for i in (1, 2, 3, 5, 6)]
-    room: Room[Member] = Room("lobby", Retention(), history)
-    assert (ids(room.since(3, 100)[0]), room.since(3, 100)[1:]) == ([5, 6], (True, False))
-    assert (ids(room.since(4, 100)[0]), room.since(4, 100)[1:]) == ([5, 6], (True, False))
-    assert ids(room.since(2, 100)[0]) == [3, 5, 6]
-    assert room.since(6, 100) == ([], True, False)
+def test_after_gives_at_least_one_message() -> None:
+    """A message bigger than the budget makes a page of its own, so paging advances."""
+    room = new_room([Message(i, 0, "a", "", "x" * 1000) for i in (1, 2, 3)])
+    page = room.after(0, 100, 10)
+    assert (ids(page.messages), page.more) == ([1], True)
+    assert ids(room.after(2, 100, 10).messages) == [3]
+    assert room.after(2, 100, 10).more is False
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG pichat/room.py Room.after: with count 0 (history_replay = 0 is a valid "
+    "setting) every page is empty with more true, so a resume never advances",
+)
+def test_after_with_zero_count_still_advances() -> None:
+    """Even with a replay count of 0, a page with messages left holds at least one."""
+    page = room_with(3).after(0, 0, UNLIMITED)
+    assert page.messages or not page.more
+
+
+def test_after_reports_gap_when_retention_dropped_messages() -> None:
+    """When retention dropped messages after the cursor, the page starts at the oldest kept."""
+    room = room_with(10, keep=5)  # keeps 6..10
+    page = room.after(5, 100, UNLIMITED)
+    assert (ids(page.messages), page.gap) == ([6, 7, 8, 9, 10], False)
+    page = room.after(4, 100, UNLIMITED)
+    assert (ids(page.messages), page.gap) == ([6, 7, 8, 9, 10], True)
+    assert room.after(0, 100, UNLIMITED).gap is True
+    page = room.after(8, 100, UNLIMITED)
+    assert (ids(page.messages), page.gap) == ([9, 10], False)
+
+
+def test_after_with_gap_and_more() -> None:
+    """A page can report a gap and more at once."""
+    room = room_with(10, keep=5)
+    assert room.after(1, 2, UNLIMITED) == Page(list(room.history)[:2], True, True)
+
+
+def test_after_with_empty_history() -> None:
+    """With everything expired, a page is empty, with a gap unless the cursor is the last id."""
+    room = new_room([], last_id=10)
+    assert room.after(10, 100, UNLIMITED) == Page([], False, False)
+    assert room.after(5, 100, UNLIMITED) == Page([], False, True)
+    assert new_room().after(0, 100, UNLIMITED) == Page([], False, False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG pichat/room.py Room.after: gap compares with last_id, which counts a "
+    "created but not yet committed message; with an empty history a resume reports a gap "
+    "although nothing was dropped (the message is broadcast after its commit)",
+)
+def test_after_pending_message_is_no_gap() -> None:
+    """A message created but not yet stored is not a gap for a cursor in an empty room."""
+    room = new_room()
+    room.create("alice", "", "pending", 0)
+    assert room.after(0, 100, UNLIMITED) == Page([], False, False)
+
+
+def test_after_with_non_contiguous_ids() -> None:
+    """With ids missing from the history (a failed store burned one), pages still find them."""
+    history = [Message(i, 0, "a", "", "t") for i in (1, 2, 3, 5, 6, 9)]
+    room = new_room(history)
+    assert room.after(3, 100, UNLIMITED) == Page(history[3:], False, False)
+    assert room.after(4, 100, UNLIMITED) == Page(history[3:], False, False)
+    assert ids(room.after(2, 100, UNLIMITED).messages) == [3, 5, 6, 9]
+    assert ids(room.after(6, 100, UNLIMITED).messages) == [9]
+    assert ids(room.after(7, 100, UNLIMITED).messages) == [9]
+    assert room.after(9, 100, UNLIMITED) == Page([], False, False)
+    assert room.after(3, 1, UNLIMITED) == Page(history[3:4], True, False)
+
+
+def test_after_beyond_last_id_is_empty() -> None:
+    """A cursor past the last id gets an empty page (the engine treats it as a new history)."""
+    assert room_with(10).after(11, 100, UNLIMITED) == Page([], False, False)
+    assert room_with(10).after(10**12, 100, UNLIMITED) == Page([], False, False)
 
 
 @RELAXED
 @given(
     st.integers(min_value=0, max_value=60),
     st.integers(min_value=1, max_value=30),
+    st.integers(min_value=1, max_value=8),
+    st.integers(min_value=1, max_value=400),
     st.data(),
 )
-def test_since_property(count: int, max_messages: int, data: st.DataObject) -> None:
-    """For every cursor up to the last id: exactly the kept messages after it, no duplicate."""
-    room = room_with(count, max_messages=max_messages)
+def test_paging_property(
+    count: int, keep: int, per_page: int, budget: int, data: st.DataObject
+) -> None:
+    """Paging from any cursor gives exactly the kept messages after it: no duplicate, no gap.
+
+    Each page holds at most ``per_page`` messages and ``budget`` bytes (or one message),
+    and only the first page can report a gap.
+    """
+    room = room_with(count, keep=keep)
     since = data.draw(st.integers(min_value=0, max_value=count))
-    messages, resumed, gap = room.since(since, 100)
-    first_kept = max(1, count - max_messages + 1)
-    assert ids(messages) == list(range(max(since + 1, first_kept), count + 1))
-    assert resumed is True
-    assert gap is (since + 1 < first_kept)
+    first_kept = max(1, count - keep + 1)
+    got: list[int] = []
+    cursor = since
+    for number in range(count + 2):
+        page = room.after(cursor, per_page, budget)
+        assert len(page.messages) <= per_page
+        assert len(page.messages) == 1 or sum(map(size, page.messages)) <= budget
+        assert page.gap is (number == 0 and since + 1 < first_kept and count > 0)
+        got += ids(page.messages)
+        if not page.more:
+            break
+        assert page.messages
+        cursor = page.messages[-1].id
+    else:
+        pytest.fail("paging did not end")
+    assert got == list(range(max(since + 1, first_kept), count + 1))
     # The next message after a resume is the next id: nothing lost, nothing twice.
-    message = room.create("a", "", "t", 0)
-    assert message.id == count + 1
+    assert room.create("a", "", "t", 0).id == count + 1
