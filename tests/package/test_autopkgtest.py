@@ -137,6 +137,7 @@ def test_autopkgtest_passes_and_runs_the_unit_tests(deb: Path, source_tree: Path
     counts = {kind: int(n) for n, kind in (part.split() for part in closing[-1].split(", "))}
     passed = Counter(match["module"] for match in _PASSED.finditer(stdout))
     print(f"unit-tests: {counts}, passed per module: {dict(passed)}")
-    assert set(counts) == {"passed"}, closing[-1]
+    # An xfail is a known bug a test records; a skip or a warning would hide a problem.
+    assert set(counts) <= {"passed", "xfailed"}, closing[-1]
     assert sum(passed.values()) == counts["passed"] > 100, stdout
     assert set(passed) == set(listed_modules()), stdout
