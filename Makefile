@@ -12,7 +12,7 @@ CACHE := .cache
 HOST_PACKAGES := chromium fonts-dejavu-core debootstrap systemd-container \
 	openssh-client iproute2 ca-certificates util-linux libjs-jquery
 
-.PHONY: run test test-fast lint bench deb deb-arm64-check clean venv dev-venv host-packages
+.PHONY: run test test-fast coverage lint bench deb deb-arm64-check clean venv dev-venv host-packages
 
 # Runtime-only venv: what `make run` needs.
 $(VENV)/.runtime: pyproject.toml
@@ -56,6 +56,13 @@ test: $(VENV)/.dev $(CACHE)/host-packages lint
 ## make test-fast: the suite without the browser and the Debian 13 root filesystem.
 test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest -m "not browser and not system"
+
+## make coverage: branch coverage of pichat/ by the tests that run it in-process
+## (the unit tests and the in-process server tests; no browser, no container).
+coverage: $(VENV)/.dev
+	$(BIN)/python -m coverage run -m pytest -q -m "not browser and not system" \
+		--ignore=tests/ansible --ignore=tests/package
+	$(BIN)/python -m coverage report --show-missing --skip-covered
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check pichat tests bench

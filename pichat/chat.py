@@ -83,7 +83,7 @@ class Member:
     The I/O layer subclasses it with the transport's side of the connection.
     """
 
-    __slots__ = ("site", "dialect", "room", "name", "avatar", "bucket")
+    __slots__ = ("site", "dialect", "room", "name", "avatar", "bucket", "live_after")
 
     def __init__(self, site: Site, dialect: Dialect) -> None:
         self.site = site
@@ -93,6 +93,9 @@ class Member:
         self.name: str | None = None
         self.avatar = ""
         self.bucket: TokenBucket | None = None
+        #: The newest id committed when the member joined: everything after it
+        #: reaches the member live, so history pages stop there.
+        self.live_after = 0
 
 
 M = TypeVar("M", bound=Member)
@@ -252,17 +255,20 @@ class Chat(Generic[M]):
         member.name = name
         member.avatar = command.avatar
         member.bucket = self.new_bucket()
+        member.live_after = room.stored_id
         more = resumed = gap = False
         if command.since is None:
             history = room.recent(config.replay, config.replay_bytes)
-        elif command.since > room.last_id or (
+        elif command.since > room.stored_id or (
             command.epoch is not None and command.epoch != room.epoch
         ):
             # A cursor from another history (a new database, a restore, another
             # server): resuming from it would skip or repeat messages.
             history, gap = room.recent(config.replay, config.replay_bytes), True
         else:
-            history, more, gap = room.after(command.since, config.replay, config.replay_bytes)
+            history, more, gap = room.after(
+                command.since, config.replay, config.replay_bytes, room.stored_id
+            )
             resumed = True
         welcome = welcome_frame(
             name=name,
@@ -286,7 +292,9 @@ class Chat(Generic[M]):
         if member.name is None:
             raise ProtocolError("not_joined", "join before you ask for history")
         config = self.config
-        page = self.room_of(member).after(after, config.replay, config.replay_bytes)
+        page = self.room_of(member).after(
+            after, config.replay, config.replay_bytes, member.live_after
+        )
         frame = history_frame(after, page.messages, page.more, page.gap)
         self.outbox.send(member, wire_frame(frame))
 

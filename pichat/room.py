@@ -50,6 +50,9 @@ class Room(Generic[M]):
         self.epoch = epoch
         self.history: collections.deque[Message] = collections.deque(history)
         self.last_id = max(last_id, self.history[-1].id if self.history else 0)
+        #: The highest id committed: what any client may have seen. ``last_id``
+        #: runs ahead of it while messages are on their way to the history.
+        self.stored_id = self.last_id
         # Joined members (online): member -> (name, avatar), in join order.
         self.members: dict[M, tuple[str, str]] = {}
         # Who receives messages, by the dialect they are encoded in (a key the
@@ -110,6 +113,7 @@ class Room(Generic[M]):
     def append(self, message: Message) -> None:
         """Add a stored message to the history (retention is applied by :meth:`trim`)."""
         self.history.append(message)
+        self.stored_id = max(self.stored_id, message.id)
 
     def trim(self, cut: Cut) -> int:
         """Drop what ``cut`` does not keep; returns how many messages went.
@@ -137,20 +141,26 @@ class Room(Generic[M]):
         picked.reverse()
         return picked
 
-    def after(self, after: int, count: int, budget: int) -> Page:
+    def after(self, after: int, count: int, budget: int, until: int | None = None) -> Page:
         """The oldest retained messages after id ``after``: one page of a resume.
 
         At most ``count`` messages and ``budget`` bytes, but at least one when
-        any is left, so that paging always advances.
+        any is left, so that paging always advances; none above ``until`` (what
+        a member receives live already).
         """
         history = self.history
-        gap = bool(history) and after < history[0].id - 1 or not history and after < self.last_id
+        if history:
+            gap = after < history[0].id - 1
+        else:
+            gap = after < self.stored_id
         start = self._index_after(after)
         picked: list[Message] = []
         size = 0
         for message in itertools.islice(history, start, None):
+            if until is not None and message.id > until:
+                break
             size += len(message.v1_json())
-            if len(picked) >= count or (size > budget and picked):
+            if picked and (len(picked) >= count or size > budget):
                 return Page(picked, True, gap)
             picked.append(message)
         return Page(picked, False, gap)

@@ -132,6 +132,11 @@ class Store:
             # Reading every table once finds a damaged file now, not mid-chat.
             db.execute("SELECT count(*) FROM rooms").fetchone()
             db.execute("SELECT count(*), max(ms) FROM messages").fetchone()
+        except sqlite3.OperationalError as exc:
+            # Cannot be opened (a directory, no permission, locked): not damage.
+            if db is not None:
+                db.close()
+            raise StoreError(f"{self.path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             verdict = self._verdict(db)
             if db is not None:

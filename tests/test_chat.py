@@ -598,12 +598,6 @@ def test_history_page_after_retention_reports_a_gap() -> None:
     assert (page["gap"], page["more"]) == (True, False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pichat/chat.py Chat.page: a message committed while a member is still "
-    "paging is broadcast to it (it is registered) and then repeated in a later page; "
-    "pages should stop at the last id the welcome was built from",
-)
 def test_message_committed_while_paging_is_not_repeated() -> None:
     """A message committed during a long resume arrives once: live, not again in a page."""
     h = Harness(ChatConfig(replay=3), history=stored(6))
@@ -617,11 +611,6 @@ def test_message_committed_while_paging_is_not_repeated() -> None:
     assert sorted(got + live) == list(range(1, 8))  # each id exactly once
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pichat/room.py Room.after: with history_replay = 0 (allowed by settings) "
-    "a resume's welcome and every history page are empty with more true, forever",
-)
 def test_resume_with_zero_replay_still_advances() -> None:
     """Even with history_replay 0, paging a resume advances to the end."""
     h = Harness(ChatConfig(replay=0), history=stored(3))
@@ -630,12 +619,6 @@ def test_resume_with_zero_replay_still_advances() -> None:
     assert got == [1, 2, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pichat/room.py Room.after: in a room with no stored message, a message "
-    "created but not committed yet raises last_id, so a resume reports a gap although "
-    "nothing was dropped (the message reaches the client live after its commit)",
-)
 def test_resume_while_the_first_message_is_in_flight_is_no_gap() -> None:
     """A resume in an empty room while its first message is being stored has no gap."""
     h = Harness()

@@ -371,11 +371,6 @@ def test_after_gives_at_least_one_message() -> None:
     assert room.after(2, 100, 10).more is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pichat/room.py Room.after: with count 0 (history_replay = 0 is a valid "
-    "setting) every page is empty with more true, so a resume never advances",
-)
 def test_after_with_zero_count_still_advances() -> None:
     """Even with a replay count of 0, a page with messages left holds at least one."""
     page = room_with(3).after(0, 0, UNLIMITED)
@@ -408,12 +403,6 @@ def test_after_with_empty_history() -> None:
     assert new_room().after(0, 100, UNLIMITED) == Page([], False, False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pichat/room.py Room.after: gap compares with last_id, which counts a "
-    "created but not yet committed message; with an empty history a resume reports a gap "
-    "although nothing was dropped (the message is broadcast after its commit)",
-)
 def test_after_pending_message_is_no_gap() -> None:
     """A message created but not yet stored is not a gap for a cursor in an empty room."""
     room = new_room()

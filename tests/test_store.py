@@ -195,12 +195,6 @@ async def test_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> N
     assert "damaged" in error and "restore a backup" in error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pichat/store.py Store._open: every sqlite3.DatabaseError is reported as "
-    "'the database is damaged ... restore a backup', but OperationalError (cannot open "
-    "the file: a directory, no permission, locked) is a subclass and means nothing is damaged",
-)
 async def test_unopenable_file_is_not_called_damaged(tmp_path: Path) -> None:
     """A history path SQLite cannot open (here a directory) is not reported as damaged."""
     path = tmp_path / "h.sqlite3"
