@@ -57,12 +57,14 @@ test: $(VENV)/.dev $(CACHE)/host-packages lint
 test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest -m "not browser and not system"
 
-## make coverage: branch coverage of pichat/ by the tests that run it in-process
-## (the unit tests and the in-process server tests; no browser, no container).
+## make coverage: branch coverage of pichat/ by the unit, in-process and process
+## tests (no browser, no container).
 coverage: $(VENV)/.dev
+	$(BIN)/python -m coverage erase
 	$(BIN)/python -m coverage run -m pytest -q -m "not browser and not system" \
-		--ignore=tests/ansible --ignore=tests/package
-	$(BIN)/python -m coverage report --show-missing --skip-covered
+		--ignore=tests/ansible --ignore=tests/package; status=$$?; \
+	$(BIN)/python -m coverage combine -q && \
+	$(BIN)/python -m coverage report --show-missing --skip-covered && exit $$status
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check pichat tests bench
