@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.daemon import TIMEOUT, Daemon
+from tests.daemon import TIMEOUT, Daemon, Endpoint
 from tests.harness import Running, running
 
 
@@ -84,7 +84,10 @@ async def recv_type(ws: ClientConnection, kind: str, timeout: float = TIMEOUT) -
 
 
 async def open_client(
-    daemon: Daemon | Running, subprotocol: str = "pichat.v1", host: str | None = None, **kwargs: Any
+    daemon: Daemon | Running | Endpoint,
+    subprotocol: str = "pichat.v1",
+    host: str | None = None,
+    **kwargs: Any,
 ) -> ClientConnection:
     """A WebSocket client connected to the daemon; ``host`` sets the Host header."""
     url = daemon.ws_url
@@ -96,7 +99,7 @@ async def open_client(
 
 
 async def join(
-    daemon: Daemon | Running,
+    daemon: Daemon | Running | Endpoint,
     name: str,
     avatar: str = "",
     since: int | None = None,

@@ -2,14 +2,17 @@
 
 The daemon is started exactly as systemd would (``python -m pichat serve
 --config FILE``) with a real ``NOTIFY_SOCKET`` datagram socket, and the test
-waits for its READY=1 instead of sleeping. A fixed port per instance lets
-``restart()`` bring it back where clients will reconnect.
+waits for its READY=1 instead of sleeping. The first start binds port 0 and the
+port is read back from the daemon's "listening on" line, so no test races another
+for a free port; the port is then kept in the config, so that ``restart()`` brings
+the daemon back where clients will reconnect.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,13 +26,6 @@ REPO = Path(__file__).resolve().parent.parent
 PUBLIC = REPO / "public"
 #: Every wait in the tests is bounded by this, scaled by PICHAT_TEST_TIMEOUT_SCALE.
 TIMEOUT = 10.0 * float(os.environ.get("PICHAT_TEST_TIMEOUT_SCALE", "1"))
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def toml_value(value: Any) -> str:
@@ -52,6 +48,18 @@ def render_toml(config: dict[str, Any]) -> str:
         lines.append("\n[[sites]]")
         lines += [f"{key} = {toml_value(value)}" for key, value in site.items()]
     return "\n".join(lines) + "\n"
+
+
+class Endpoint:
+    """Where a daemon started some other way listens (socket activation, a container)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:PORT/``."""
+        return f"ws://127.0.0.1:{self.port}/"
 
 
 class NotifyListener:
@@ -117,10 +125,11 @@ class Daemon:
         env: dict[str, str] | None = None,
     ) -> None:
         self.directory = Path(directory)
-        self.port = free_port()
+        #: Read back from the daemon once it listens (it binds port 0 first).
+        self.port = 0
         self.config: dict[str, Any] = {
             "host": "127.0.0.1",
-            "port": self.port,
+            "port": 0,
             "state_dir": str(self.directory / "state"),
             "document_root": str(PUBLIC),
             "log_level": "debug",
@@ -170,6 +179,16 @@ class Daemon:
             except TimeoutError:
                 self.stop()
                 raise RuntimeError(f"pichat did not become ready:\n{self.log()}") from None
+            self._read_port()
+
+    def _read_port(self) -> None:
+        """Take the bound port from the log; keep it for restarts (clients come back there)."""
+        found = re.findall(r"listening on 127\.0\.0\.1:(\d+)", self.log())
+        if found:
+            self.port = int(found[-1])
+            if self.config.get("port") == 0:
+                self.config["port"] = self.port
+                self.write_config()
 
     def log(self) -> str:
         """Everything the daemon wrote to stdout and stderr."""

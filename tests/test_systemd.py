@@ -17,7 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import join, recv_type, say
-from tests.daemon import TIMEOUT, Daemon, NotifyListener, render_toml
+from tests.daemon import TIMEOUT, Daemon, Endpoint, NotifyListener, render_toml
 from tests.http import raw_get
 
 
@@ -198,8 +198,7 @@ async def test_socket_activation_serves_the_inherited_socket(tmp_path: Path) -> 
     }
     process, notify = _activated(tmp_path, listener, config)
     try:
-        daemon = Daemon.__new__(Daemon)
-        daemon.port = port
+        daemon = Endpoint(port)
         status, _, _ = await raw_get(daemon, "/healthz")
         assert status == 200
         ws, welcome = await join(daemon, "alice")
