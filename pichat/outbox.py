@@ -51,6 +51,10 @@ class Connection(ServerConnection):
       (an abandoned handshake too): admission is released there.
     """
 
+    # Slots, not instance attributes: past 30 keys CPython stops sharing the
+    # keys of instance dicts, and every connection would carry a 1.5 KiB dict.
+    __slots__ = ("head", "method", "awaiting_pong", "on_lost")
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.head: RequestHead | None = RequestHead()
