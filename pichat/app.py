@@ -132,6 +132,7 @@ class Daemon:
         await store.open()
         stack.push_async_callback(store.close)
         chat = self.chat = ChatServer(self.settings, store, self.notifier)
+        chat.metrics.watch(store)
         await chat.load_rooms()
         await chat.expire()
 

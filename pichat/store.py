@@ -17,6 +17,7 @@ import functools
 import logging
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -87,6 +88,10 @@ class Store:
         # Failures are logged once, with a count when they end (a full disk
         # would otherwise log a traceback per message).
         self._failed_messages = 0
+        #: Write transactions that failed, since start (for monitoring).
+        self.failures = 0
+        #: Called with each commit's duration in seconds, from the store's thread.
+        self.commit_observer: Callable[[float], None] | None = None
 
     async def _call(self, function: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
@@ -230,6 +235,7 @@ class Store:
                     if self._failed_messages == 0:
                         logger.error("cannot store messages: %s (%s)", exc, self.path)
                     self._failed_messages += len(batch)
+                    self.failures += 1
                     listener.failed(batch)
                 else:
                     if self._failed_messages:
@@ -246,6 +252,7 @@ class Store:
         assert self._db is not None
         db = self._db
         newest: dict[str, Entry] = {}
+        started = time.perf_counter()
         db.execute("BEGIN")
         try:
             db.executemany(
@@ -276,6 +283,8 @@ class Store:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        if self.commit_observer is not None:
+            self.commit_observer(time.perf_counter() - started)
 
     def _delete(self, room: str, cut: Cut) -> int:
         assert self._db is not None
