@@ -26,7 +26,7 @@ from . import __version__
 from .outbox import Connection
 from .server import DIALECTS, ChatServer
 from .settings import ConfigError, Settings, load
-from .store import Store, StoreError
+from .store import HISTORY_FILE, StateLock, Store, StoreError
 from .systemd import Notifier, SystemdEnvironment, Watchdog, inherited_sockets
 
 __all__ = ["EX_CANTCREAT", "EX_UNAVAILABLE", "Daemon", "run"]
@@ -37,7 +37,6 @@ EX_CANTCREAT = 73  # sysexits(3): the state directory or database cannot be used
 EX_UNAVAILABLE = 69  # sysexits(3): the address cannot be bound (in use, not ours)
 #: How long shutdown waits for clients to finish the closing handshake.
 CLOSE_TIMEOUT = 3.0
-HISTORY_FILE = "history.sqlite3"
 
 
 def _raise_file_limit() -> None:
@@ -128,6 +127,10 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop.set)
         stack.callback(self._remove_signal_handlers, signal.SIGTERM, signal.SIGINT)
+        # Held until exit: a restore (or a second daemon) cannot use the directory meanwhile.
+        lock = StateLock(self.settings.state_dir)
+        lock.acquire()
+        stack.callback(lock.release)
         store = Store(self.settings.state_dir / HISTORY_FILE)
         await store.open()
         stack.push_async_callback(store.close)
