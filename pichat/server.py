@@ -33,6 +33,7 @@ from .metrics import Metrics
 from .outbox import Client, Connection, Outbox
 from .ratelimit import LogThrottle
 from .sites import Site, SiteTable, origin_allowed
+from .tls import hsts_header
 from .web import Web, plain
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ class ChatServer:
         self.chat.configure(ChatConfig.from_settings(settings))
         self.outbox.limit = settings.send_queue_bytes
         self.metrics.configure(settings.metrics_allowed)
+        self.web.hsts = hsts_header(settings)
 
     async def load_rooms(self) -> None:
         """Load the history of every configured room not loaded yet."""

@@ -168,6 +168,11 @@ class Settings(BaseSettings):
     ping_interval: float = Field(30.0, ge=0)
     join_timeout: float = Field(10.0, gt=0)
 
+    # TLS on the same port: PEM files, both or neither ("" = plain HTTP).
+    tls_certificate: str = ""
+    tls_private_key: str = ""
+    hsts_max_age: int = Field(31_536_000, ge=0)
+
     # Monitoring: who may read /metrics (addresses or CIDRs; others get 403).
     metrics_allowed: Networks = ["127.0.0.0/8", "::1/128"]
 
@@ -182,6 +187,9 @@ class Settings(BaseSettings):
                         f"sites[{seen[name]}]"
                     )
                 seen[name] = index
+        if bool(self.tls_certificate) != bool(self.tls_private_key):
+            missing = "tls_private_key" if self.tls_certificate else "tls_certificate"
+            raise ValueError(f"{missing}: tls_certificate and tls_private_key go together")
         if self.history_replay > self.history_max_messages:
             raise ValueError(
                 f"history_replay ({self.history_replay}) exceeds history_max_messages "

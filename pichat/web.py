@@ -151,6 +151,8 @@ class Web:
         self.limits = limits
         self.metrics = metrics
         self.files = FileCache()
+        #: ``Strict-Transport-Security`` for every answer (set when serving TLS).
+        self.hsts: str | None = None
 
     def respond(self, request: Request, site: Site, method: str, address: str = "") -> Response:
         """The answer to a request that is not a WebSocket upgrade.
@@ -168,6 +170,8 @@ class Web:
                 (("Allow", ", ".join(ALLOWED_METHODS)),),
             )
         response = self._get(request, site, address)
+        if self.hsts is not None:
+            response.headers["Strict-Transport-Security"] = self.hsts
         if method == "HEAD":
             # Same headers, Content-Length included, and no body (RFC 9110 §9.3.2).
             response = Response(response.status_code, response.reason_phrase, response.headers, b"")
