@@ -16,6 +16,7 @@ import logging
 import resource
 import signal
 import socket
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,8 +27,9 @@ from . import __version__
 from .outbox import Connection
 from .server import DIALECTS, ChatServer
 from .settings import ConfigError, Settings, load
-from .store import Store, StoreError
+from .store import HISTORY_FILE, StateLock, Store, StoreError
 from .systemd import Notifier, SystemdEnvironment, Watchdog, inherited_sockets
+from .tls import TLSError, reload_context, server_context
 
 __all__ = ["EX_CANTCREAT", "EX_UNAVAILABLE", "Daemon", "run"]
 
@@ -35,9 +37,9 @@ logger = logging.getLogger(__name__)
 
 EX_CANTCREAT = 73  # sysexits(3): the state directory or database cannot be used
 EX_UNAVAILABLE = 69  # sysexits(3): the address cannot be bound (in use, not ours)
+EX_CONFIG = 78  # sysexits(3): a certificate or key that cannot be used
 #: How long shutdown waits for clients to finish the closing handshake.
 CLOSE_TIMEOUT = 3.0
-HISTORY_FILE = "history.sqlite3"
 
 
 def _raise_file_limit() -> None:
@@ -97,6 +99,8 @@ class Daemon:
         self.servers: list[Server] = []
         self.chat: ChatServer | None = None
         self._reload_lock = asyncio.Lock()
+        #: The TLS context every connection shares (``None``: plain HTTP).
+        self.tls: ssl.SSLContext | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> int:
@@ -110,6 +114,9 @@ class Daemon:
             except ListenError as exc:
                 logger.error("%s", exc)
                 return EX_UNAVAILABLE
+            except TLSError as exc:
+                logger.error("invalid configuration: %s", exc)
+                return EX_CONFIG
             self.notifier.ready(chat.status_line())
             self.ready.set()
             logger.info("pichat %s ready", __version__)
@@ -122,16 +129,22 @@ class Daemon:
     async def startup(self, stack: contextlib.AsyncExitStack) -> ChatServer:
         """Take every resource, each released by ``stack`` in reverse order."""
         _raise_file_limit()
+        self.tls = server_context(self.settings)  # before anything is opened
         loop = asyncio.get_running_loop()
         # Handled from the start to the very end: a second SIGTERM while
         # closing changes nothing (and does not kill the process mid-drain).
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop.set)
         stack.callback(self._remove_signal_handlers, signal.SIGTERM, signal.SIGINT)
+        # Held until exit: a restore (or a second daemon) cannot use the directory meanwhile.
+        lock = StateLock(self.settings.state_dir)
+        lock.acquire()
+        stack.callback(lock.release)
         store = Store(self.settings.state_dir / HISTORY_FILE)
         await store.open()
         stack.push_async_callback(store.close)
         chat = self.chat = ChatServer(self.settings, store, self.notifier)
+        chat.metrics.watch(store)
         await chat.load_rooms()
         await chat.expire()
 
@@ -180,6 +193,7 @@ class Daemon:
             max_size=self.settings.max_frame_bytes,
             close_timeout=CLOSE_TIMEOUT,
             server_header="pichat",
+            ssl=self.tls,
         )
         if self.env.listen_fds:
             # Socket activation: systemd holds the listening socket, so connections
@@ -213,6 +227,7 @@ class Daemon:
             except ConfigError as exc:
                 logger.error("reload failed, keeping the running configuration: %s", exc)
             else:
+                self._reload_tls(settings)
                 try:
                     await chat.reload(settings)
                 except StoreError as exc:
@@ -221,6 +236,18 @@ class Daemon:
                 logging.getLogger("pichat").setLevel(settings.log_level.upper())
                 logger.info("configuration reloaded")
             self.notifier.ready(chat.status_line())
+
+    def _reload_tls(self, settings: Settings) -> None:
+        """New handshakes get the certificate now on disk; open connections stay."""
+        if (self.tls is None) != (not settings.tls_certificate):
+            logger.warning("TLS turned on or off: restart pichat to apply it")
+        elif self.tls is not None:
+            try:
+                reload_context(self.tls, settings)
+            except TLSError as exc:
+                logger.error("keeping the running certificate: %s", exc)
+            else:
+                logger.info("certificate reloaded from %s", settings.tls_certificate)
 
 
 def run(settings: Settings, config_file: Path | None, env: SystemdEnvironment) -> int:

@@ -13,6 +13,7 @@ engine dispatches to the member's dialect and never asks which one it is.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from .settings import Settings
     from .sites import Site
 
-__all__ = ["V1", "Chat", "ChatConfig", "Dialect", "Member", "Outbox", "PichatV1"]
+__all__ = ["V1", "Chat", "ChatConfig", "ChatStats", "Dialect", "Member", "Outbox", "PichatV1"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,18 @@ class ChatConfig:
             replay=settings.history_replay,
             replay_bytes=settings.history_replay_bytes,
         )
+
+
+@dataclasses.dataclass(slots=True)
+class ChatStats:
+    """What the engine counts for monitoring: once per message or event, never per delivery."""
+
+    #: Messages committed, per room.
+    messages: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    #: Error frames sent, per code.
+    errors: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    #: Joins with a cursor, per outcome: ``resumed``, ``gap``, ``epoch_change``.
+    resumes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
 
 class Member:
@@ -158,6 +171,7 @@ class Chat(Generic[M]):
         self.rooms: dict[str, Room[M]] = {}
         #: Set at shutdown: leaving members send no presence then.
         self.closing = False
+        self.stats = ChatStats()
 
     # Configuration and rooms.
 
@@ -213,6 +227,7 @@ class Chat(Generic[M]):
                 raise ProtocolError("binary_frame", "only text frames are accepted")
             member.dialect.received(self, member, data)
         except ProtocolError as error:
+            self.stats.errors[error.code] += 1
             self.outbox.send(member, wire_frame(error_frame(error)))
 
     def closed(self, member: M) -> None:
@@ -265,11 +280,14 @@ class Chat(Generic[M]):
             # A cursor from another history (a new database, a restore, another
             # server): resuming from it would skip or repeat messages.
             history, gap = room.recent(config.replay, config.replay_bytes), True
+            changed = command.epoch is not None and command.epoch != room.epoch
+            self.stats.resumes["epoch_change" if changed else "gap"] += 1
         else:
             history, more, gap = room.after(
                 command.since, config.replay, config.replay_bytes, room.stored_id
             )
             resumed = True
+            self.stats.resumes["gap" if gap else "resumed"] += 1
         welcome = welcome_frame(
             name=name,
             avatar=command.avatar,
@@ -321,12 +339,14 @@ class Chat(Generic[M]):
             room = self.rooms[entry.room]
             room.append(entry.message)
             room.trim(entry.cut)
+            self.stats.messages[entry.room] += 1
             self.broadcast(room, entry.message)
 
     def failed(self, batch: list[Entry]) -> None:
         """Messages could not be stored: tell each sender, broadcast nothing."""
         error = wire_frame(error_frame(UNAVAILABLE))
         senders: list[Any] = [entry.sender for entry in batch if isinstance(entry.sender, Member)]
+        self.stats.errors[UNAVAILABLE.code] += len(senders)
         self.outbox.broadcast(senders, error)
 
     def broadcast(self, room: Room[M], message: Message) -> None:

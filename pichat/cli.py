@@ -1,7 +1,9 @@
 """The ``pichat`` command: parse arguments, set up logging, hand over.
 
 ``pichat serve`` runs the daemon in the foreground (systemd runs it so);
-``pichat check-config`` validates a configuration and prints it in effect.
+``pichat check-config`` validates a configuration and prints it in effect;
+``pichat backup``, ``export`` and ``restore`` work on the history
+(:mod:`.backup`, :mod:`.export`).
 """
 
 from __future__ import annotations
@@ -50,18 +52,55 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pichat {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parsers = {}
     for name, summary in (
         ("serve", "run the daemon in the foreground"),
         ("check-config", "validate the configuration and print it in effect"),
+        ("backup", "copy the history database (also while pichat runs), then check the copy"),
+        ("export", "write every stored message, in id order"),
+        ("restore", "replace the history with a backup (pichat must be stopped)"),
     ):
-        command = commands.add_parser(name, help=summary, description=summary)
+        command = parsers[name] = commands.add_parser(name, help=summary, description=summary)
         command.add_argument(
             "--config",
             type=Path,
             metavar="FILE",
             help="TOML file (default: $PICHAT_CONFIG, else /etc/pichat/pichat.toml if present)",
         )
+    parsers["backup"].add_argument("file", type=Path, metavar="FILE", help="the copy to write")
+    parsers["backup"].add_argument("--force", action="store_true", help="overwrite FILE")
+    parsers["restore"].add_argument("file", type=Path, metavar="FILE", help="a pichat backup")
+    export = parsers["export"]
+    export.add_argument("--room", metavar="ROOM", help="only this room (default: every room)")
+    export.add_argument("--format", choices=("jsonl", "txt", "html"), default="jsonl")
+    export.add_argument("--output", type=Path, metavar="FILE", help="default: standard output")
     return parser
+
+
+def _history_command(args: argparse.Namespace, settings: Settings) -> int:
+    from .backup import EX_CANTCREAT, BackupError, backup, restore
+    from .export import export
+
+    try:
+        if args.command == "backup":
+            print(backup(settings.state_dir, args.file, args.force), file=sys.stderr)
+        elif args.command == "restore":
+            print(restore(settings.state_dir, args.file), file=sys.stderr)
+        elif args.output is None:
+            export(settings.state_dir, sys.stdout, args.room, args.format)
+        else:
+            try:
+                output = args.output.open("w", encoding="utf-8")
+            except OSError as exc:
+                message = f"cannot write {args.output}: {exc.strerror}"
+                raise BackupError(EX_CANTCREAT, message) from None
+            with output:
+                count = export(settings.state_dir, output, args.room, args.format)
+            print(f"exported {count} messages to {args.output}", file=sys.stderr)
+    except BackupError as exc:
+        print(f"pichat {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    return 0
 
 
 def _load(path: Path | None) -> Settings | None:
@@ -81,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = _load(path)
     if settings is None:
         return EX_CONFIG
+    if args.command in ("backup", "export", "restore"):
+        return _history_command(args, settings)
     if args.command == "check-config":
         print(f"# pichat {__version__}: configuration in effect ({path or 'no file'})")
         print(dump_toml(settings), end="")

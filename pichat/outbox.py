@@ -132,6 +132,9 @@ class Outbox:
         self._dirty: list[Client] = []
         self._overflowing: list[Client] = []
         self._flush_handle: asyncio.Handle | None = None
+        #: Counted for monitoring: clients dropped as too slow, and for no pong.
+        self.slow_dropped = 0
+        self.ping_timeouts = 0
 
     def add(self, client: Client) -> None:
         """A new open connection."""
@@ -224,6 +227,7 @@ class Outbox:
     def drop(self, client: Client, reason: str) -> None:
         """A client stopped reading: close it (1008) so nobody else waits for it."""
         logger.info("dropping a client: %s", reason)
+        self.slow_dropped += 1
         self.on_drop(client)
         self.discard(client)
         connection = client.connection
@@ -269,6 +273,7 @@ class Outbox:
                 # No pong for a whole interval: gone, or so far behind in
                 # reading that it is a slow reader either way.
                 closed += 1
+                self.ping_timeouts += 1
                 logger.info("closing a client that stopped answering pings")
                 self.on_drop(client)
                 self.discard(client)

@@ -29,9 +29,11 @@ from websockets.http11 import Request, Response
 from . import __version__
 from .chat import V1, Chat, ChatConfig, Dialect
 from .legacy import LEGACY
+from .metrics import Metrics
 from .outbox import Client, Connection, Outbox
 from .ratelimit import LogThrottle
 from .sites import Site, SiteTable, origin_allowed
+from .tls import hsts_header
 from .web import Web, plain
 
 if TYPE_CHECKING:
@@ -85,7 +87,10 @@ class ChatServer:
         self.outbox = Outbox(settings.send_queue_bytes, on_drop=self._forget)
         self.chat: Chat[Client] = Chat(self.outbox, history, ChatConfig.from_settings(settings))
         history.start(self.chat)
-        self.web = Web(self.health, lambda: self.chat.config.limits.as_dict())
+        #: Handshakes refused, by reason (``pichat_handshakes_refused_total``).
+        self.refused: collections.Counter[str] = collections.Counter()
+        self.metrics = Metrics(self, settings.metrics_allowed)
+        self.web = Web(self.health, lambda: self.chat.config.limits.as_dict(), self.metrics)
         self.started = time.monotonic()
         # Connections counted against the limits from process_request until
         # their TCP connection is lost.
@@ -104,6 +109,8 @@ class ChatServer:
         self.sites = SiteTable.from_settings(settings)
         self.chat.configure(ChatConfig.from_settings(settings))
         self.outbox.limit = settings.send_queue_bytes
+        self.metrics.configure(settings.metrics_allowed)
+        self.web.hsts = hsts_header(settings)
 
     async def load_rooms(self) -> None:
         """Load the history of every configured room not loaded yet."""
@@ -143,9 +150,11 @@ class ChatServer:
             return self._process_request(cast(Connection, connection), request)
         except MultipleValuesError as exc:
             # A repeated Host or Origin is ambiguous: refuse rather than guess.
+            self.refused["bad_request"] += 1
             return plain(http.HTTPStatus.BAD_REQUEST, f"Bad request: repeated {exc}\n")
 
     def _refuse(self, reason: str, status: http.HTTPStatus, text: str, detail: str) -> Response:
+        self.refused[reason] += 1
         held = self._refusals[reason].allow(time.monotonic())
         if held is not None:
             suffix = f" ({held} more since the last report)" if held else ""
@@ -158,7 +167,8 @@ class ChatServer:
         site = self.sites.pick(host)
         method = connection.method
         if method != "GET" or "websocket" not in headers.get("Upgrade", "").lower():
-            return self.web.respond(request, site, method)
+            address = str(connection.remote_address[0]) if connection.remote_address else ""
+            return self.web.respond(request, site, method, address)
         if not self.sites.admits(host):
             return self._refuse(
                 "host",

@@ -10,6 +10,7 @@ validated :class:`Settings` or raises :class:`ConfigError` listing every bad key
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -82,10 +83,24 @@ def _check_document_root(path: Path) -> Path:
     return path.resolve()
 
 
+def _check_networks(values: list[str]) -> list[str]:
+    """Addresses or CIDRs, normalised (``10.1.2.3`` becomes ``10.1.2.3/32``)."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(str(ipaddress.ip_network(value.strip(), strict=False)))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an address or a network like '10.0.0.0/8'"
+            ) from None
+    return networks
+
+
 # Shared by the top level (the default site) and each [[sites]] table.
 Origins = Annotated[list[str], AfterValidator(_check_origins)]
 DocumentRoot = Annotated[Path, AfterValidator(_check_document_root)]
 ServerNames = Annotated[list[str], AfterValidator(_check_server_names)]
+Networks = Annotated[list[str], AfterValidator(_check_networks)]
 
 
 class SiteConfig(BaseModel):
@@ -153,6 +168,14 @@ class Settings(BaseSettings):
     ping_interval: float = Field(30.0, ge=0)
     join_timeout: float = Field(10.0, gt=0)
 
+    # TLS on the same port: PEM files, both or neither ("" = plain HTTP).
+    tls_certificate: str = ""
+    tls_private_key: str = ""
+    hsts_max_age: int = Field(31_536_000, ge=0)
+
+    # Monitoring: who may read /metrics (addresses or CIDRs; others get 403).
+    metrics_allowed: Networks = ["127.0.0.0/8", "::1/128"]
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         seen: dict[str, int] = {}
@@ -164,6 +187,9 @@ class Settings(BaseSettings):
                         f"sites[{seen[name]}]"
                     )
                 seen[name] = index
+        if bool(self.tls_certificate) != bool(self.tls_private_key):
+            missing = "tls_private_key" if self.tls_certificate else "tls_certificate"
+            raise ValueError(f"{missing}: tls_certificate and tls_private_key go together")
         if self.history_replay > self.history_max_messages:
             raise ValueError(
                 f"history_replay ({self.history_replay}) exceeds history_max_messages "

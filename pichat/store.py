@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
 import functools
 import logging
+import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -25,7 +28,15 @@ from .history import Entry, HistoryListener, Loaded
 from .protocol import Message
 from .retention import Cut
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "new_epoch"]
+__all__ = [
+    "HISTORY_FILE",
+    "LOCK_FILE",
+    "SCHEMA_VERSION",
+    "StateLock",
+    "Store",
+    "StoreError",
+    "new_epoch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +68,11 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 _T = TypeVar("_T")
 
+#: The history database in the state directory.
+HISTORY_FILE = "history.sqlite3"
+#: Locked (flock) by whoever uses the state directory: the daemon, a restore.
+LOCK_FILE = "pichat.lock"
+
 
 def new_epoch() -> str:
     """A fresh epoch: random, so a replaced database never repeats an old one."""
@@ -65,6 +81,50 @@ def new_epoch() -> str:
 
 class StoreError(Exception):
     """The history database cannot be used (unreadable, damaged, or from a newer pichat)."""
+
+
+class StateLock:
+    """An exclusive ``flock`` on the state directory's lock file.
+
+    The daemon holds it from start to exit, and ``pichat restore`` while it
+    replaces the database, so neither runs under the other. The kernel drops it
+    when the process dies, so a ``kill -9`` leaves no stale lock behind. The file
+    is opened read-only: a lock file root created still locks for the daemon's
+    user.
+
+    Args:
+        directory: the state directory (created if missing).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock now or fail.
+
+        Raises:
+            StoreError: another process holds it, or the file cannot be opened.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"{self.path.parent} is in use by another pichat (a running daemon or restore)"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let go of the lock (closing the file releases it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class Store:
@@ -87,6 +147,10 @@ class Store:
         # Failures are logged once, with a count when they end (a full disk
         # would otherwise log a traceback per message).
         self._failed_messages = 0
+        #: Write transactions that failed, since start (for monitoring).
+        self.failures = 0
+        #: Called with each commit's duration in seconds, from the store's thread.
+        self.commit_observer: Callable[[float], None] | None = None
 
     async def _call(self, function: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
@@ -230,6 +294,7 @@ class Store:
                     if self._failed_messages == 0:
                         logger.error("cannot store messages: %s (%s)", exc, self.path)
                     self._failed_messages += len(batch)
+                    self.failures += 1
                     listener.failed(batch)
                 else:
                     if self._failed_messages:
@@ -246,6 +311,7 @@ class Store:
         assert self._db is not None
         db = self._db
         newest: dict[str, Entry] = {}
+        started = time.perf_counter()
         db.execute("BEGIN")
         try:
             db.executemany(
@@ -276,6 +342,8 @@ class Store:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        if self.commit_observer is not None:
+            self.commit_observer(time.perf_counter() - started)
 
     def _delete(self, room: str, cut: Cut) -> int:
         assert self._db is not None

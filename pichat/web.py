@@ -14,14 +14,18 @@ import http
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from . import __version__
+from .metrics import CONTENT_TYPE
 from .sites import Site
 from .static import FileCache, resolve, security_headers
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 __all__ = ["HEAD_LIMIT", "RequestHead", "Web", "plain"]
 
@@ -134,24 +138,40 @@ class Web:
     Args:
         health: what ``/healthz`` reports for the site a request picked.
         limits: what ``/site.json`` reports as the chat's limits.
+        metrics: what ``/metrics`` reports, and to whom.
     """
 
     def __init__(
-        self, health: Callable[[Site], dict[str, object]], limits: Callable[[], dict[str, Any]]
+        self,
+        health: Callable[[Site], dict[str, object]],
+        limits: Callable[[], dict[str, Any]],
+        metrics: Metrics,
     ) -> None:
         self.health = health
         self.limits = limits
+        self.metrics = metrics
         self.files = FileCache()
+        #: ``Strict-Transport-Security`` for every answer (set when serving TLS).
+        self.hsts: str | None = None
 
-    def respond(self, request: Request, site: Site, method: str) -> Response:
-        """The answer to a request that is not a WebSocket upgrade."""
+    def respond(self, request: Request, site: Site, method: str, address: str = "") -> Response:
+        """The answer to a request that is not a WebSocket upgrade.
+
+        Args:
+            request: the parsed request (its method rewritten to GET).
+            site: the site its Host picked.
+            method: the real method.
+            address: the client's address, as websockets reports it.
+        """
         if method not in ALLOWED_METHODS:
             return plain(
                 http.HTTPStatus.METHOD_NOT_ALLOWED,
                 "Method not allowed\n",
                 (("Allow", ", ".join(ALLOWED_METHODS)),),
             )
-        response = self._get(request, site)
+        response = self._get(request, site, address)
+        if self.hsts is not None:
+            response.headers["Strict-Transport-Security"] = self.hsts
         if method == "HEAD":
             # Same headers, Content-Length included, and no body (RFC 9110 §9.3.2).
             response = Response(response.status_code, response.reason_phrase, response.headers, b"")
@@ -163,9 +183,15 @@ class Web:
         body = json.dumps(value).encode()
         return _response(status, body, "application/json", "no-cache", host)
 
-    def _get(self, request: Request, site: Site) -> Response:
+    def _get(self, request: Request, site: Site, address: str) -> Response:
         host = request.headers.get("Host")
         path = request.path.split("?", 1)[0]
+        if path == "/metrics":
+            if not self.metrics.allows(address):
+                return plain(http.HTTPStatus.FORBIDDEN, "Forbidden: see metrics_allowed\n")
+            return _response(
+                http.HTTPStatus.OK, self.metrics.render(), CONTENT_TYPE, "no-store", host
+            )
         if path == "/healthz":
             report = self.health(site)
             # A monitor that reads only the status code still sees a full disk.

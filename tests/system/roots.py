@@ -114,7 +114,12 @@ class RootSpec:
 
 
 # What pichat needs at run time, from Debian 13 (the .deb's Depends).
-RUNTIME_PACKAGES = ("python3-websockets", "python3-pydantic-settings", "python3-sdnotify")
+RUNTIME_PACKAGES = (
+    "python3-websockets",
+    "python3-pydantic-settings",
+    "python3-sdnotify",
+    "python3-prometheus-client",
+)
 
 BASE = RootSpec("base")
 

@@ -1,0 +1,272 @@
+"""``pichat backup`` and ``pichat restore``: the history database, copied safely.
+
+A backup is SQLite's online backup API from a read-only connection, so it is
+consistent while the daemon runs and commits (WAL readers never block the
+writer). It is written to a temporary file beside the target, checked
+(``PRAGMA integrity_check``), made a single self-contained file
+(``journal_mode=DELETE``), synced, and only then given the target's name: a
+full disk or a crash leaves the target as it was.
+
+A restore refuses while the daemon runs (the daemon holds the state
+directory's :class:`~.store.StateLock`; the restore takes it too, so the daemon
+cannot start halfway through). It checks the file, copies it in the same safe
+way, keeps the database it replaces beside it, and keeps every room's epoch,
+with each room's last id raised to the highest the replaced database had given
+out: a page that saw messages newer than the backup resumes with neither a gap
+nor an id used twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+from .store import HISTORY_FILE, SCHEMA_VERSION, StateLock, StoreError
+
+__all__ = [
+    "EX_CANTCREAT",
+    "EX_DATAERR",
+    "EX_NOINPUT",
+    "EX_TEMPFAIL",
+    "BackupError",
+    "backup",
+    "check_database",
+    "open_readonly",
+    "restore",
+]
+
+# sysexits(3)
+EX_DATAERR = 65  # not a pichat database, from a newer pichat, damaged
+EX_NOINPUT = 66  # the file cannot be read
+EX_CANTCREAT = 73  # the target cannot be written (exists, full disk, no permission)
+EX_TEMPFAIL = 75  # pichat is running: stop it and try again
+
+
+class BackupError(Exception):
+    """One line for the user and the exit code that goes with it."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection that never creates the file.
+
+    Raises:
+        BackupError: the file is missing or unreadable (EX_NOINPUT).
+    """
+    try:
+        with open(path, "rb"):  # a clear reason (no such file, permission) first
+            pass
+    except OSError as exc:
+        raise BackupError(EX_NOINPUT, f"cannot read {path}: {exc.strerror}") from None
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, isolation_level=None)
+    db.execute("PRAGMA busy_timeout = 5000")
+    return db
+
+
+def check_database(db: sqlite3.Connection, name: Path | str) -> tuple[int, int]:
+    """That ``db`` is a sound pichat history this pichat can read.
+
+    Returns:
+        how many rooms and messages it holds.
+
+    Raises:
+        BackupError: naming what is wrong (EX_DATAERR).
+    """
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(EX_DATAERR, f"{name} is not a pichat database ({exc})") from None
+    if version > SCHEMA_VERSION:
+        raise BackupError(
+            EX_DATAERR,
+            f"{name} is from a newer pichat (schema {version}; this one reads up to "
+            f"{SCHEMA_VERSION}): upgrade pichat first",
+        )
+    if version < 1 or not {"messages", "rooms"} <= tables:
+        raise BackupError(EX_DATAERR, f"{name} is not a pichat database (no pichat tables)")
+    try:
+        verdict = [row[0] for row in db.execute("PRAGMA integrity_check(3)")]
+        rooms = db.execute("SELECT count(*) FROM rooms").fetchone()[0]
+        messages = db.execute("SELECT count(*) FROM messages").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(EX_DATAERR, f"{name} is damaged ({exc})") from None
+    if verdict != ["ok"]:
+        raise BackupError(EX_DATAERR, f"{name} is damaged: {'; '.join(verdict)}")
+    return rooms, messages
+
+
+@contextlib.contextmanager
+def _staging(target: Path) -> Iterator[Path]:
+    """A temporary file beside ``target``, removed unless it was renamed."""
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        yield partial
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+
+
+def _copy(source: sqlite3.Connection, partial: Path) -> tuple[int, int]:
+    """The online backup of ``source`` into ``partial``, checked and synced."""
+    try:
+        partial.unlink(missing_ok=True)
+        copy = sqlite3.connect(partial, isolation_level=None)
+    except (OSError, sqlite3.Error) as exc:
+        raise BackupError(EX_CANTCREAT, f"cannot write {partial.parent}: {exc}") from None
+    try:
+        source.backup(copy)
+        copy.execute("PRAGMA journal_mode = DELETE")  # one file, no -wal beside it
+        counts = check_database(copy, partial)
+    except sqlite3.Error as exc:
+        raise BackupError(EX_CANTCREAT, f"cannot write {partial.parent}: {exc}") from None
+    finally:
+        copy.close()
+    try:
+        with open(partial, "rb+") as file:
+            os.fsync(file.fileno())
+    except OSError as exc:
+        raise BackupError(EX_CANTCREAT, f"cannot write {partial}: {exc.strerror}") from None
+    return counts
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def backup(state_dir: Path, target: Path, force: bool = False) -> str:
+    """Copy the history of ``state_dir`` to ``target``; returns what was done.
+
+    Raises:
+        BackupError: with a line and an exit code; ``target`` is untouched then.
+    """
+    if target.is_dir():
+        raise BackupError(EX_CANTCREAT, f"{target} is a directory: give a file name")
+    if target.exists() and not force:
+        raise BackupError(EX_CANTCREAT, f"{target} exists: pass --force to overwrite it")
+    source = open_readonly(state_dir / HISTORY_FILE)
+    try:
+        try:
+            source.execute("PRAGMA user_version").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise BackupError(EX_DATAERR, f"{state_dir / HISTORY_FILE}: {exc}") from None
+        with _staging(target) as partial:
+            rooms, messages = _copy(source, partial)
+            try:
+                if force:
+                    os.replace(partial, target)
+                else:
+                    os.link(partial, target)  # fails if the target appeared meanwhile
+            except OSError as exc:
+                raise BackupError(EX_CANTCREAT, f"cannot write {target}: {exc.strerror}") from None
+            _sync_directory(target.parent)
+    finally:
+        source.close()
+    return f"backed up {rooms} rooms, {messages} messages to {target}"
+
+
+def _room_ids(path: Path) -> list[tuple[str, int, str]]:
+    """Each room's last id and epoch in the database being replaced (none if unreadable)."""
+    if not path.exists():
+        return []
+    try:
+        db = open_readonly(path)
+    except BackupError:
+        return []
+    try:
+        return [tuple(row) for row in db.execute("SELECT room, last_id, epoch FROM rooms")]
+    except sqlite3.Error:
+        return []  # damaged: the reason to restore; its ids are lost with it
+    finally:
+        db.close()
+
+
+def restore(state_dir: Path, source_path: Path) -> str:
+    """Replace the history of ``state_dir`` with the backup ``source_path``.
+
+    Raises:
+        BackupError: with a line and an exit code; the history is untouched then.
+    """
+    lock = StateLock(state_dir)
+    try:
+        lock.acquire()
+    except StoreError as exc:
+        raise BackupError(EX_TEMPFAIL, f"{exc}: stop pichat first") from None
+    try:
+        return _restore(state_dir, source_path)
+    finally:
+        lock.release()
+
+
+def _restore(state_dir: Path, source_path: Path) -> str:
+    source = open_readonly(source_path)
+    try:
+        check_database(source, source_path)
+        target = state_dir / HISTORY_FILE
+        with _staging(target) as partial:
+            rooms, messages = _copy(source, partial)
+            _continue_ids(partial, _room_ids(target))
+            kept = _set_aside(target)
+            os.replace(partial, target)
+            _sync_directory(state_dir)
+        _own_like(target, state_dir)
+    finally:
+        source.close()
+    result = f"restored {rooms} rooms, {messages} messages from {source_path} into {target}"
+    return result + (f"; the replaced database is {kept}" if kept else "")
+
+
+def _continue_ids(path: Path, old: list[tuple[str, int, str]]) -> None:
+    """Keep each room's epoch; give out no id the replaced database already gave out."""
+    if not old:
+        return
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO rooms (room, last_id, epoch) VALUES (?, ?, ?) ON CONFLICT (room) "
+            "DO UPDATE SET last_id = max(last_id, excluded.last_id)",
+            old,
+        )
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise BackupError(EX_CANTCREAT, f"cannot write {path}: {exc}") from None
+    finally:
+        db.close()
+
+
+def _set_aside(target: Path) -> Path | None:
+    """Rename the current database (and its WAL, which holds its last commits) aside."""
+    if not target.exists():
+        return None
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = target.with_name(f"{target.name}.replaced-{stamp}")
+    try:
+        os.replace(target, kept)
+        wal = target.with_name(target.name + "-wal")
+        if wal.exists():
+            os.replace(wal, kept.with_name(kept.name + "-wal"))
+        target.with_name(target.name + "-shm").unlink(missing_ok=True)
+    except OSError as exc:
+        raise BackupError(EX_CANTCREAT, f"cannot move {target} aside: {exc.strerror}") from None
+    return kept
+
+
+def _own_like(target: Path, directory: Path) -> None:
+    # Run as root, the restored file would be root's: give it to the daemon's user.
+    if os.geteuid() == 0:
+        owner = directory.stat()
+        os.chown(target, owner.st_uid, owner.st_gid)

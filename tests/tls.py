@@ -1,0 +1,52 @@
+"""A test certificate authority made with ``openssl``: a CA, and certificates for 127.0.0.1."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+from pathlib import Path
+
+__all__ = ["TestCA"]
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+class TestCA:
+    """A CA in ``directory``; :meth:`issue` signs server certificates for localhost."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.certificate = directory / "ca.pem"
+        self.key = directory / "ca.key"
+        _openssl(
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(self.key), "-out", str(self.certificate), "-days", "2",
+            "-subj", "/CN=pichat test CA",
+        )  # fmt: skip
+
+    def issue(self, name: str) -> tuple[Path, Path]:
+        """A certificate (for 127.0.0.1 and localhost, CN ``name``) and its key."""
+        key = self.directory / f"{name}.key"
+        request = self.directory / f"{name}.csr"
+        certificate = self.directory / f"{name}.pem"
+        extensions = self.directory / f"{name}.ext"
+        extensions.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+        _openssl(
+            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(key), "-out", str(request), "-subj", f"/CN={name}",
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", str(request), "-CA", str(self.certificate),
+            "-CAkey", str(self.key), "-CAcreateserial", "-out", str(certificate),
+            "-days", "2", "-extfile", str(extensions),
+        )  # fmt: skip
+        return certificate, key
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts only this CA (and checks the host name)."""
+        return ssl.create_default_context(cafile=self.certificate)
