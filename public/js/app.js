@@ -53,6 +53,13 @@ const state = {
   blockedUntil: 0,
   transport: null,
   countdown: null,
+  // The room's history identity from the last welcome: a new one means the
+  // server's history was replaced, and every id this page knows is void.
+  epoch: null,
+  // While a long resume is paged in (`more`), ids of live messages wait here
+  // before they move the resume cursor, so a drop mid-way resumes at the gap.
+  catchingUp: false,
+  heldIds: [],
 };
 
 const log = new LogView($("log"), $("new-messages"));
@@ -164,6 +171,7 @@ function join(name, avatarUrl) {
       name: state.name,
       avatar: state.avatar,
       since,
+      epoch: since !== null ? state.epoch : null,
     }));
     state.transport.addEventListener("state", onState);
     state.transport.addEventListener("frame", (event) => onFrame(event.detail));
@@ -236,6 +244,8 @@ function onClose(event) {
   const wasJoined = state.joined;
   state.joined = false;
   state.pending = [];
+  state.catchingUp = false;
+  state.heldIds = [];
   if (wasJoined) console.info("pichat: connection closed", event.detail.code, event.detail.reason);
   updateComposer();
 }
@@ -249,6 +259,9 @@ function onFrame(frame) {
       break;
     case "message":
       onMessages([frame]);
+      break;
+    case "history":
+      onHistoryPage(frame);
       break;
     case "presence":
       if (frame.event === "join") online.join({ name: frame.name, avatar: frame.avatar }, frame.count);
@@ -272,8 +285,24 @@ function onWelcome(frame) {
   applySite(frame);
   online.reset(Array.isArray(frame.online) ? frame.online : []);
   const history = Array.isArray(frame.history) ? frame.history : [];
-  if (frame.gap) log.addNotice("Some messages were sent while you were away and are no longer kept.");
+  const epoch = typeof frame.epoch === "string" ? frame.epoch : null;
+  if (state.epoch !== null && epoch !== null && epoch !== state.epoch) {
+    // Another history (a new database, a restore): its ids mean other messages.
+    log.clear();
+    state.transport.cursor = null;
+    state.pending = [];
+    log.addNotice("The chat history was reset on the server; this is the history it has now.");
+  } else if (frame.gap) {
+    log.addNotice("Some messages were sent while you were away and are no longer kept.");
+  }
+  state.epoch = epoch;
   const fresh = onMessages(history, { live: false });
+  state.catchingUp = false;
+  state.heldIds = [];
+  if (frame.more === true && history.length > 0) {
+    state.catchingUp = true;
+    requestPage(history[history.length - 1].id);
+  }
   if (frame.resumed && fresh.length > 0) {
     log.addNotice(fresh.length === 1 ? "Reconnected: 1 message you missed is above." : `Reconnected: ${fresh.length} messages you missed are above.`);
   }
@@ -285,10 +314,30 @@ function onWelcome(frame) {
   updateComposer();
 }
 
+/** Ask for the next page of a long resume. */
+function requestPage(after) {
+  if (!state.transport.send({ type: "history", after })) state.catchingUp = false;
+}
+
+/** One page of a long resume: shown in id order; the next asked for until `more` is false. */
+function onHistoryPage(frame) {
+  const messages = Array.isArray(frame.messages) ? frame.messages : [];
+  if (frame.gap) log.addNotice("Some messages were sent while you were away and are no longer kept.");
+  onMessages(messages, { live: false });
+  if (frame.more === true && messages.length > 0) {
+    requestPage(messages[messages.length - 1].id);
+    return;
+  }
+  state.catchingUp = false;
+  for (const id of state.heldIds) state.transport.seen(id);
+  state.heldIds = [];
+}
+
 function onMessages(messages, { live = true } = {}) {
   const fresh = log.addMessages(messages.filter((message) => message && typeof message === "object"));
   for (const message of fresh) {
-    state.transport.seen(message.id);
+    if (live && state.catchingUp) state.heldIds.push(message.id);
+    else state.transport.seen(message.id);
     if (state.you && message.name === state.you.name && message.text === state.pending[0]) {
       state.pending.shift();
     } else if (live && document.hidden) {

@@ -212,6 +212,14 @@ export class LogView {
     return fresh;
   }
 
+  /** Forget every message and line (the server's history was replaced). */
+  clear() {
+    this.log.replaceChildren();
+    this.byId.clear();
+    this.lastId = -Infinity;
+    this.hideNewButton();
+  }
+
   /** A line for someone joining or leaving. */
   addPresence(event, name) {
     const stick = this.atBottom();
