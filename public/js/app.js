@@ -7,7 +7,16 @@ const STORE_NAME = "pichat.name";
 const STORE_AVATAR = "pichat.avatar";
 // Per tab: a reload of a joined tab joins again at once; a new visit shows the form.
 const SESSION_JOINED = "pichat.joined";
-const JOIN_ERRORS = new Set(["bad_name", "name_too_long", "bad_avatar", "bad_since", "already_joined"]);
+const JOIN_ERRORS = new Set([
+  "bad_name",
+  "name_too_long",
+  "bad_avatar",
+  "bad_since",
+  "bad_epoch",
+  "already_joined",
+]);
+const GAP_NOTICE = "Some messages were sent while you were away and are no longer kept.";
+const RESET_NOTICE = "The chat history was reset on the server; showing the current history.";
 // What the server refuses in names and texts: controls, lone surrogates, line and
 // paragraph separators, and bidi overrides (they let a name pass for another).
 const NAME_CONTROL = /[\p{Cc}\p{Cs}\p{Zl}\p{Zp}\u202a-\u202e\u2066-\u2069]/u;
@@ -53,13 +62,13 @@ const state = {
   blockedUntil: 0,
   transport: null,
   countdown: null,
-  // The room's history identity from the last welcome: a new one means the
-  // server's history was replaced, and every id this page knows is void.
-  epoch: null,
-  // While a long resume is paged in (`more`), ids of live messages wait here
-  // before they move the resume cursor, so a drop mid-way resumes at the gap.
-  catchingUp: false,
-  heldIds: [],
+  // A long resume being paged in (the welcome said `more`), or null:
+  // {after: the id the next page follows, missed: how many came so far,
+  //  gap: whether the gap line was shown, held: live messages waiting}.
+  // Live messages are newer than every page, but may come first: showing them
+  // would move the resume cursor past messages not fetched yet, so that a drop
+  // mid-way resumed after them. They wait, and follow the last page.
+  catchUp: null,
 };
 
 const log = new LogView($("log"), $("new-messages"));
@@ -166,12 +175,12 @@ function join(name, avatarUrl) {
   }
   showChat();
   if (!state.transport) {
-    state.transport = new Transport(socketUrl(location), (since) => ({
+    state.transport = new Transport(socketUrl(location), (since, epoch) => ({
       type: "join",
       name: state.name,
       avatar: state.avatar,
       since,
-      epoch: since !== null ? state.epoch : null,
+      epoch,
     }));
     state.transport.addEventListener("state", onState);
     state.transport.addEventListener("frame", (event) => onFrame(event.detail));
@@ -244,8 +253,8 @@ function onClose(event) {
   const wasJoined = state.joined;
   state.joined = false;
   state.pending = [];
-  state.catchingUp = false;
-  state.heldIds = [];
+  // What was held is fetched again: the cursor never passed it.
+  state.catchUp = null;
   if (wasJoined) console.info("pichat: connection closed", event.detail.code, event.detail.reason);
   updateComposer();
 }
@@ -258,7 +267,8 @@ function onFrame(frame) {
       onWelcome(frame);
       break;
     case "message":
-      onMessages([frame]);
+      if (state.catchUp) state.catchUp.held.push(frame);
+      else onMessages([frame]);
       break;
     case "history":
       onHistoryPage(frame);
@@ -278,33 +288,28 @@ function onFrame(frame) {
 
 function onWelcome(frame) {
   const before = state.you;
+  // True when the server's history is not the one this page's ids came from (its
+  // database was replaced): they now name other messages, so all of them go.
+  const replaced = state.transport.welcomed(frame);
   state.joined = true;
   state.you = frame.you;
   log.setMe(frame.you.name);
   online.setMe(frame.you.name);
   applySite(frame);
   online.reset(Array.isArray(frame.online) ? frame.online : []);
+  if (replaced) log.clear();
   const history = Array.isArray(frame.history) ? frame.history : [];
-  const epoch = typeof frame.epoch === "string" ? frame.epoch : null;
-  if (state.epoch !== null && epoch !== null && epoch !== state.epoch) {
-    // Another history (a new database, a restore): its ids mean other messages.
-    log.clear();
-    state.transport.cursor = null;
-    state.pending = [];
-    log.addNotice("The chat history was reset on the server; this is the history it has now.");
-  } else if (frame.gap) {
-    log.addNotice("Some messages were sent while you were away and are no longer kept.");
-  }
-  state.epoch = epoch;
+  const gap = frame.gap === true && !replaced;
+  if (gap) log.addNotice(GAP_NOTICE);
   const fresh = onMessages(history, { live: false });
-  state.catchingUp = false;
-  state.heldIds = [];
-  if (frame.more === true && history.length > 0) {
-    state.catchingUp = true;
-    requestPage(history[history.length - 1].id);
-  }
-  if (frame.resumed && fresh.length > 0) {
-    log.addNotice(fresh.length === 1 ? "Reconnected: 1 message you missed is above." : `Reconnected: ${fresh.length} messages you missed are above.`);
+  if (replaced) log.addNotice(RESET_NOTICE);
+  state.catchUp = null;
+  const last = lastId(history);
+  if (frame.more === true && last !== null) {
+    state.catchUp = { after: last, missed: fresh.length, gap, held: [] };
+    requestPage();
+  } else if (frame.resumed) {
+    reconnectedNotice(fresh.length);
   }
   if (frame.you.name !== state.name && (!before || before.name !== frame.you.name)) {
     log.addNotice(`Someone here is already called ${state.name}, so you are ${frame.you.name}.`);
@@ -314,30 +319,62 @@ function onWelcome(frame) {
   updateComposer();
 }
 
-/** Ask for the next page of a long resume. */
-function requestPage(after) {
-  if (!state.transport.send({ type: "history", after })) state.catchingUp = false;
+/** The highest message id among `messages`, or `floor` when none is higher. */
+function lastId(messages, floor = null) {
+  let last = floor;
+  for (const message of messages) {
+    const id = message && typeof message === "object" ? message.id : undefined;
+    if (Number.isSafeInteger(id) && (last === null || id > last)) last = id;
+  }
+  return last;
 }
 
-/** One page of a long resume: shown in id order; the next asked for until `more` is false. */
+function reconnectedNotice(missed) {
+  if (missed === 1) log.addNotice("Reconnected: 1 message you missed is above.");
+  else if (missed > 1) log.addNotice(`Reconnected: ${missed} messages you missed are above.`);
+}
+
+/** Ask for the page after the last message the catch-up brought. */
+function requestPage() {
+  // A false send means the socket is closing: its close ends the catch-up.
+  state.transport.send({ type: "history", after: state.catchUp.after });
+}
+
+/** One page of a long resume; the next is asked for until `more` is false. */
 function onHistoryPage(frame) {
-  const messages = Array.isArray(frame.messages) ? frame.messages : [];
-  if (frame.gap) log.addNotice("Some messages were sent while you were away and are no longer kept.");
-  onMessages(messages, { live: false });
-  if (frame.more === true && messages.length > 0) {
-    requestPage(messages[messages.length - 1].id);
+  const catchUp = state.catchUp;
+  if (!catchUp) {
+    console.warn("pichat: a history page that was not asked for", frame);
     return;
   }
-  state.catchingUp = false;
-  for (const id of state.heldIds) state.transport.seen(id);
-  state.heldIds = [];
+  const messages = Array.isArray(frame.messages) ? frame.messages : [];
+  if (frame.gap === true && !catchUp.gap) {
+    catchUp.gap = true;
+    log.addNotice(GAP_NOTICE);
+  }
+  catchUp.missed += onMessages(messages, { live: false }).length;
+  const last = lastId(messages, catchUp.after);
+  // A page that does not advance would be asked for forever: stop there.
+  if (frame.more === true && last > catchUp.after) {
+    catchUp.after = last;
+    requestPage();
+    return;
+  }
+  finishCatchUp();
+}
+
+/** The pages are in: say how many were missed, then show the live messages held. */
+function finishCatchUp() {
+  const catchUp = state.catchUp;
+  state.catchUp = null;
+  reconnectedNotice(catchUp.missed);
+  onMessages(catchUp.held);
 }
 
 function onMessages(messages, { live = true } = {}) {
   const fresh = log.addMessages(messages.filter((message) => message && typeof message === "object"));
   for (const message of fresh) {
-    if (live && state.catchingUp) state.heldIds.push(message.id);
-    else state.transport.seen(message.id);
+    state.transport.seen(message.id);
     if (state.you && message.name === state.you.name && message.text === state.pending[0]) {
       state.pending.shift();
     } else if (live && document.hidden) {
@@ -380,6 +417,12 @@ function onError(frame) {
   if (JOIN_ERRORS.has(frame.code)) {
     leave();
     siteLoaded.then(() => showJoin(errorText(frame)));
+    return;
+  }
+  if (frame.code === "bad_after" && state.catchUp) {
+    // The server refused a page this page asked for (it should not): show what came.
+    console.warn("pichat: history page refused", frame.detail);
+    finishCatchUp();
     return;
   }
   // Every other error answers a `say`: give its text back if the box is empty.

@@ -1,5 +1,6 @@
 // The connection to pichat: one WebSocket speaking `pichat.v1`, reconnected with
-// jittered exponential backoff, resumed with `since` so nothing is missed.
+// jittered exponential backoff, resumed with `since` (and the room's `epoch`, the
+// identity of the history those ids belong to) so nothing is missed.
 //
 // Events (a Transport is an EventTarget):
 //   "state"   detail {state, delay, attempt}; state is one of
@@ -8,6 +9,14 @@
 //   "close"   detail {code, reason, wasClean}
 
 export const PROTOCOL = "pichat.v1";
+/** The longest epoch the server accepts back in a `join`. */
+export const MAX_EPOCH_LENGTH = 64;
+
+/** The epoch a welcome carries, or null (an older server, or not a usable one). */
+export function welcomeEpoch(frame) {
+  const epoch = frame.epoch;
+  return typeof epoch === "string" && epoch !== "" && epoch.length <= MAX_EPOCH_LENGTH ? epoch : null;
+}
 
 /** The WebSocket URL for the page at `location`: same host, `wss:` under https. */
 export function socketUrl(location) {
@@ -29,7 +38,8 @@ export function backoffDelay(attempt, { initial = 500, max = 15000, factor = 2, 
 export class Transport extends EventTarget {
   /**
    * @param {string} url  ws: or wss: URL
-   * @param {(since: number|null) => object} hello  builds the `join` frame sent on every open
+   * @param {(since: number|null, epoch: string|null) => object} hello  builds the `join`
+   *   frame sent on every open (epoch is null whenever since is)
    */
   constructor(url, hello, options = {}) {
     super();
@@ -46,6 +56,10 @@ export class Transport extends EventTarget {
     // from a rejoin of a room that had no messages yet (since 0: all of them).
     this.cursor = null;
     this.joined = false;
+    // The epoch of the last welcome: the history the cursor's ids belong to.
+    this.epoch = null;
+    // What the current connection's `join` asked for: {since, epoch}.
+    this.asked = null;
   }
 
   /** Connect (or reconnect) until stop() is called. */
@@ -81,6 +95,26 @@ export class Transport extends EventTarget {
     return true;
   }
 
+  /**
+   * Take the `welcome` that answers this connection's `join`. Returns true when it
+   * answers the cursor with another history: the room's epoch is not the one the
+   * cursor came from (a new database, another server), or the server did not
+   * resume from `since` at all. The cursor is forgotten then, since its ids meant
+   * other messages, and the caller must forget every id it knows too.
+   */
+  welcomed(frame) {
+    this.joined = true;
+    const epoch = welcomeEpoch(frame);
+    const asked = this.asked;
+    const replaced =
+      asked !== null &&
+      asked.since !== null &&
+      (frame.resumed === false || (asked.epoch !== null && epoch !== null && epoch !== asked.epoch));
+    if (replaced) this.cursor = null;
+    this.epoch = epoch;
+    return replaced;
+  }
+
   /** Advance the resume cursor to a message id the page has shown. */
   seen(id) {
     if (Number.isSafeInteger(id) && (this.cursor === null || id > this.cursor)) this.cursor = id;
@@ -101,7 +135,10 @@ export class Transport extends EventTarget {
       this.attempt = 0;
       this.setState("open");
       const since = this.cursor !== null ? this.cursor : this.joined ? 0 : null;
-      socket.send(JSON.stringify(this.hello(since)));
+      // The epoch only travels with a cursor: it says which history `since` is in.
+      const epoch = since !== null ? this.epoch : null;
+      this.asked = { since, epoch };
+      socket.send(JSON.stringify(this.hello(since, epoch)));
     };
     socket.onmessage = (event) => {
       let frame;
@@ -115,7 +152,6 @@ export class Transport extends EventTarget {
         console.warn("pichat: frame is not an object", frame);
         return;
       }
-      if (frame.type === "welcome") this.joined = true;
       this.dispatchEvent(new CustomEvent("frame", { detail: frame }));
     };
     // onerror is always followed by onclose, which does the work.

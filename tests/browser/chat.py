@@ -82,7 +82,17 @@ class ChatClient:
 
 
 def stored_history(url: str) -> list[dict[str, Any]]:
-    """Every message the daemon keeps, oldest first, as a new client resuming from 0 sees it."""
+    """Every message the daemon keeps, oldest first, as a client resuming from 0 sees it.
+
+    A resume is paged (``history_replay`` messages at a time): the pages are read
+    until the server says there are no more.
+    """
     with ChatClient(url, "auditor", since=0) as client:
-        history: list[dict[str, Any]] = client.welcome["history"]
+        history: list[dict[str, Any]] = list(client.welcome["history"])
+        more = client.welcome.get("more", False)
+        while more and history:
+            client.send({"type": "history", "after": history[-1]["id"]})
+            page = client.expect("history")
+            history += page["messages"]
+            more = page["more"]
         return history
