@@ -146,6 +146,42 @@ def test_history_replaced_under_a_restart_is_shown_afresh(
         assert [(m["id"], m["text"]) for m in shown(page)] == expected
 
 
+def test_an_older_copy_of_the_same_history_is_shown_afresh(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """A copy from before the page's cursor put back by hand: no cursor past it, no id lost."""
+    with Daemon(tmp_path, config=FAST) as d:
+        state = Path(d.config["state_dir"])
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        tracked = contexts()
+        page = tracked.new_page()
+        join(page, d.http_url, "reader")
+        with ChatClient(d.ws_url, "carol") as carol:
+            kept = [carol.say(f"kept {n}") for n in range(1, 4)]
+        d.stop()
+        replace_history(state, copy)
+        d.start()
+        with ChatClient(d.ws_url, "carol") as carol:
+            lost = [carol.say(f"lost {n}") for n in range(4, 6)]
+        wait_until_shown(page, [1, 2, 3, 4, 5])
+        # The same epoch, but its ids end at 3: the server cannot resume from 5.
+        d.stop()
+        page.wait_for_selector("#status[data-state=waiting]")
+        replace_history(copy, state)
+        d.start()
+        wait_until_shown(page, [1, 2, 3])
+        assert [m["text"] for m in shown(page)] == [m["text"] for m in kept]
+        assert joins_sent(tracked.sent)[-1]["since"] == lost[-1]["id"]
+        assert RESET_NOTICE in page.locator("#log .notice").all_inner_texts()
+        # Ids 4 and 5 are given out again, to other messages: the page shows them.
+        with ChatClient(d.ws_url, "carol") as carol:
+            again = [carol.say(f"again {n}") for n in range(4, 6)]
+        assert [m["id"] for m in again] == [4, 5]
+        wait_until_shown(page, [1, 2, 3, 4, 5])
+        assert [m["text"] for m in shown(page)] == [m["text"] for m in kept + again]
+
+
 def test_long_resume_comes_in_pages_with_live_messages_in_between(
     tmp_path: Path, contexts: Contexts
 ) -> None:
@@ -206,3 +242,43 @@ def test_long_resume_comes_in_pages_with_live_messages_in_between(
         expected = [(m["id"], m["text"]) for m in stored_history(d.ws_url)]
         assert expected == [(m["id"], m["text"]) for m in everything + [after]]
         assert [(m["id"], m["text"]) for m in shown(page)] == expected
+
+
+def test_a_drop_during_the_catch_up_resumes_after_the_last_page(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """Cut off mid-way through the pages, the page resumes after the last one it got."""
+    with Daemon(tmp_path, config={"history_replay": 5, **FAST}) as d:
+        tracked = contexts()
+        page = tracked.new_page()
+        tap = SocketTap()
+        page.route_web_socket(d.ws_url, tap)
+        join(page, d.http_url, "reader")
+        tracked.context.set_offline(True)
+        d.restart()
+        page.wait_for_selector("#status[data-state=waiting]")
+        with ChatClient(d.ws_url, "carol") as carol:
+            missed = [carol.say(f"missed {n}") for n in range(12)]
+            tap.hold = True
+            tracked.context.set_offline(False)
+            wait_for_message(page, missed[4]["id"])
+            pump_until(page, lambda: bool(tap.held), "the page's first history request")
+            live = carol.say("live while catching up")
+            pump_until(
+                page,
+                lambda: live["id"] in {f.get("id") for f in tap.received("message")},
+                "the live message at the page",
+            )
+        # The daemon goes before the next page comes: the held request dies with it.
+        tap.held.clear()
+        tap.hold = False
+        d.restart()
+        pump_until(page, lambda: len(tap.sent("join")) == 3, "the page's third join")
+        # Not the live message's id: the page never had 6..12.
+        assert tap.sent("join")[-1]["since"] == missed[4]["id"]
+        everything = missed + [live]
+        wait_until_shown(page, [m["id"] for m in everything])
+        wait_online(page)
+        assert [(m["id"], m["text"]) for m in shown(page)] == [
+            (m["id"], m["text"]) for m in everything
+        ]
