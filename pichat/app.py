@@ -133,6 +133,7 @@ class Daemon:
         stack.push_async_callback(store.close)
         chat = self.chat = ChatServer(self.settings, store, self.notifier)
         await chat.load_rooms()
+        await chat.load_bans()
         await chat.expire()
 
         self.servers = await self._listen(chat)

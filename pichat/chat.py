@@ -17,9 +17,12 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .history import Entry, History
+from .member import Dialect, Member, Outbox
+from .moderation import MODERATION_TYPES, Moderation, Moderators
+from .passwords import parse_hash
 from .protocol import (
     SUBPROTOCOL,
     Frame,
@@ -30,7 +33,8 @@ from .protocol import (
     ProtocolError,
     error_frame,
     history_frame,
-    parse_frame,
+    load_object,
+    parse_object,
     presence_frame,
     welcome_frame,
     wire_frame,
@@ -41,7 +45,6 @@ from .room import Room
 
 if TYPE_CHECKING:
     from .settings import Settings
-    from .sites import Site
 
 __all__ = ["V1", "Chat", "ChatConfig", "Dialect", "Member", "Outbox", "PichatV1"]
 
@@ -60,6 +63,7 @@ class ChatConfig:
     replay: int = 100
     #: Bytes of messages one welcome or history page carries at most.
     replay_bytes: int = 256 * 1024
+    moderators: Moderators = dataclasses.field(default_factory=Moderators)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChatConfig:
@@ -74,60 +78,13 @@ class ChatConfig:
             retention=Retention(settings.history_max_messages, settings.history_max_age_days),
             replay=settings.history_replay,
             replay_bytes=settings.history_replay_bytes,
+            moderators=Moderators.of(
+                (m.name, parse_hash(m.password_hash)) for m in settings.moderators
+            ),
         )
 
 
-class Member:
-    """What the engine knows of one connection: its site, room, dialect and identity.
-
-    The I/O layer subclasses it with the transport's side of the connection.
-    """
-
-    __slots__ = ("site", "dialect", "room", "name", "avatar", "bucket", "live_after")
-
-    def __init__(self, site: Site, dialect: Dialect) -> None:
-        self.site = site
-        self.dialect = dialect
-        self.room: Room[Any] | None = None
-        #: Set by a successful ``join``; ``None`` until then.
-        self.name: str | None = None
-        self.avatar = ""
-        self.bucket: TokenBucket | None = None
-        #: The newest id committed when the member joined: everything after it
-        #: reaches the member live, so history pages stop there.
-        self.live_after = 0
-
-
 M = TypeVar("M", bound=Member)
-M_contra = TypeVar("M_contra", bound=Member, contravariant=True)
-
-
-class Outbox(Protocol[M_contra]):
-    """Where the engine's answers go; the I/O layer writes them out."""
-
-    def send(self, member: M_contra, frame: Frame) -> None:
-        """Queue a frame for one member."""
-
-    def broadcast(self, members: Iterable[M_contra], frame: Frame) -> None:
-        """Queue one frame for many members (encoded once)."""
-
-
-class Dialect(Protocol):
-    """One subprotocol's way of speaking to the engine."""
-
-    #: The subprotocol name negotiated in the handshake.
-    subprotocol: str
-    #: Whether a connection must ``join`` (and so is closed by ``join_timeout``).
-    joins: bool
-
-    def opened(self, chat: Chat[Any], member: Any) -> None:
-        """A connection in this dialect is open and placed in its room."""
-
-    def received(self, chat: Chat[Any], member: Any, text: str) -> None:
-        """A text frame arrived; raises :class:`ProtocolError` for a bad one."""
-
-    def message_frame(self, message: Message) -> Frame:
-        """The wire frame of a stored message (cached on the message)."""
 
 
 class Chat(Generic[M]):
@@ -156,6 +113,9 @@ class Chat(Generic[M]):
         self.monotonic = monotonic
         self.wall_ms = wall_ms
         self.rooms: dict[str, Room[M]] = {}
+        #: Every open connection, joined or not, in any room.
+        self.connections: set[M] = set()
+        self.moderation = Moderation(self)
         #: Set at shutdown: leaving members send no presence then.
         self.closing = False
 
@@ -202,6 +162,7 @@ class Chat(Generic[M]):
     def opened(self, member: M) -> None:
         """A connection is open: place it in its site's room and greet it in its dialect."""
         member.room = self.rooms[member.site.room]
+        self.connections.add(member)
         member.dialect.opened(self, member)
 
     def received(self, member: M, data: str | bytes) -> None:
@@ -217,14 +178,25 @@ class Chat(Generic[M]):
 
     def closed(self, member: M) -> None:
         """A connection ended: leave its room and tell the others."""
+        self.connections.discard(member)
         room = member.room
         if room is None:
             return
         member.room = None
         identity = room.leave(member)
         if identity is not None and not self.closing:
-            frame = presence_frame("leave", identity[0], identity[1], len(room.members))
+            count = len(room.members)
+            frame = presence_frame("leave", *identity, count, member.moderator)
             self.outbox.broadcast(room.members, wire_frame(frame))
+
+    def remove(self, member: M, code: int, reason: str) -> None:
+        """Put a connection out (kick, ban): out of its room now, then closed.
+
+        Leaving first means nothing it still sends is heard, and everyone sees
+        it leave even before its closing handshake ends.
+        """
+        self.closed(member)
+        self.outbox.close(member, code, reason)
 
     def new_bucket(self) -> TokenBucket:
         """A rate limiter with the current limits."""
@@ -250,9 +222,11 @@ class Chat(Generic[M]):
             raise ProtocolError("already_joined", "you have already joined")
         room = self.room_of(member)
         config = self.config
-        name = room.join(member, command.name, command.avatar, config.limits.name)
+        moderator = self.moderation.admit(member, command.name, command.password)
+        name = room.join(member, command.name, command.avatar, config.limits.name, moderator)
         room.listen(member, member.dialect)
         member.name = name
+        member.moderator = moderator
         member.avatar = command.avatar
         member.bucket = self.new_bucket()
         member.live_after = room.stored_id
@@ -277,14 +251,17 @@ class Chat(Generic[M]):
             title=member.site.title,
             limits=config.limits,
             history=history,
-            online=room.online(),
+            online=room.people(),
             resumed=resumed,
             gap=gap,
             epoch=room.epoch,
             more=more,
+            moderator=moderator,
+            state=self.moderation.room_rules(room).state(),
         )
         self.outbox.send(member, wire_frame(welcome))
-        frame = wire_frame(presence_frame("join", name, command.avatar, len(room.members)))
+        count = len(room.members)
+        frame = wire_frame(presence_frame("join", name, command.avatar, count, moderator))
         self.outbox.broadcast((other for other in room.members if other is not member), frame)
 
     def page(self, member: M, after: int) -> None:
@@ -302,14 +279,15 @@ class Chat(Generic[M]):
         """Rate-limit, then store; the broadcast follows the commit."""
         bucket = member.bucket
         assert bucket is not None, "a member posts only after join or open"
+        room = self.room_of(member)
+        self.moderation.may_post(member, room, name)
         wait = bucket.take(self.monotonic())
         if wait > 0:
             raise ProtocolError(
                 "rate_limited", f"too many messages; wait {wait:.1f} s", retry_after=wait
             )
-        room = self.room_of(member)
         now_ms = self.wall_ms()
-        message = room.create(name, avatar, text, now_ms)
+        message = room.create(name, avatar, text, now_ms, member.moderator)
         cut = self.config.retention.cut(message.id, now_ms)
         self.history.append(Entry(room.name, message, member, cut))
 
@@ -352,8 +330,13 @@ class PichatV1:
         """Nothing until the client joins."""
 
     def received(self, chat: Chat[Any], member: Any, text: str) -> None:
-        """``join``, ``say`` or ``history``."""
-        command = parse_frame(text, chat.config.limits)
+        """``join``, ``say`` or ``history``; moderator frames go to :mod:`.moderation`."""
+        frame = load_object(text)
+        kind = frame.get("type")
+        if kind in MODERATION_TYPES:
+            chat.moderation.received(member, kind, frame)
+            return
+        command = parse_object(frame, chat.config.limits)
         if isinstance(command, Join):
             chat.join(member, command)
         elif isinstance(command, HistoryRequest):

@@ -1,23 +1,27 @@
 """The ``pichat`` command: parse arguments, set up logging, hand over.
 
 ``pichat serve`` runs the daemon in the foreground (systemd runs it so);
-``pichat check-config`` validates a configuration and prints it in effect.
+``pichat check-config`` validates a configuration and prints it in effect;
+``pichat hash-password`` makes the ``password_hash`` of a ``[[moderators]]`` entry.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import sys
 from pathlib import Path
 
 from . import __version__
+from .passwords import hash_password
 from .settings import ConfigError, Settings, config_path, dump_toml, load
 from .systemd import JournalFormatter, systemd_environment
 
 __all__ = ["EX_CONFIG", "main"]
 
 EX_CONFIG = 78  # sysexits(3): configuration error
+EX_DATAERR = 65  # sysexits(3): bad input (an empty or mismatched password)
 
 
 class _QuietHandshakes(logging.Filter):
@@ -61,7 +65,25 @@ def _parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help="TOML file (default: $PICHAT_CONFIG, else /etc/pichat/pichat.toml if present)",
         )
+    summary = "print the scrypt hash of a moderator's password (asked twice, or from stdin)"
+    commands.add_parser("hash-password", help=summary, description=summary)
     return parser
+
+
+def _hash_password() -> int:
+    """Read a password (twice without echo on a terminal, else one stdin line); print its hash."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Again: "):
+            print("pichat: the passwords differ", file=sys.stderr)
+            return EX_DATAERR
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("pichat: empty password", file=sys.stderr)
+        return EX_DATAERR
+    print(hash_password(password))
+    return 0
 
 
 def _load(path: Path | None) -> Settings | None:
@@ -77,6 +99,8 @@ def _load(path: Path | None) -> Settings | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pichat`` console script."""
     args = _parser().parse_args(argv)
+    if args.command == "hash-password":
+        return _hash_password()
     path = config_path(args.config)
     settings = _load(path)
     if settings is None:

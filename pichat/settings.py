@@ -33,9 +33,13 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from .passwords import parse_hash
+from .validation import has_control, name_key
+
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "ConfigError",
+    "ModeratorConfig",
     "RoomName",
     "ServerNames",
     "Settings",
@@ -103,6 +107,27 @@ class SiteConfig(BaseModel):
     allowed_origins: Origins = []
 
 
+def _check_moderator_name(name: str) -> str:
+    name = name.strip()
+    if not name or has_control(name) or not name_key(name):
+        raise ValueError("a moderator's name must have visible characters and no controls")
+    return name
+
+
+def _check_password_hash(text: str) -> str:
+    parse_hash(text)  # raises ValueError naming the problem
+    return text
+
+
+class ModeratorConfig(BaseModel):
+    """One ``[[moderators]]`` table: a reserved name and the hash of its password."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(max_length=256), AfterValidator(_check_moderator_name)]
+    password_hash: Annotated[str, AfterValidator(_check_password_hash)] = Field(repr=False)
+
+
 class Settings(BaseSettings):
     """Every setting of the daemon, with its embedded default.
 
@@ -134,6 +159,9 @@ class Settings(BaseSettings):
     server_names: ServerNames = []
     sites: list[SiteConfig] = []
 
+    # Moderation: reserved names and their password hashes (`pichat hash-password`).
+    moderators: list[ModeratorConfig] = []
+
     # History.
     history_replay: int = Field(100, ge=0, le=100_000)
     history_max_messages: int = Field(1000, ge=1, le=1_000_000)
@@ -164,6 +192,20 @@ class Settings(BaseSettings):
                         f"sites[{seen[name]}]"
                     )
                 seen[name] = index
+        keys: dict[str, int] = {}
+        for index, moderator in enumerate(self.moderators):
+            key = name_key(moderator.name)
+            if key in keys:
+                raise ValueError(
+                    f"moderators[{index}].name: {moderator.name!r} is the same name as "
+                    f"moderators[{keys[key]}]"
+                )
+            keys[key] = index
+            if len(moderator.name) > self.max_name_length:
+                raise ValueError(
+                    f"moderators[{index}].name: longer than max_name_length "
+                    f"({self.max_name_length})"
+                )
         if self.history_replay > self.history_max_messages:
             raise ValueError(
                 f"history_replay ({self.history_replay}) exceeds history_max_messages "
@@ -283,12 +325,12 @@ def dump_toml(settings: Settings) -> str:
     tables = []
     for name in Settings.model_fields:
         value = getattr(settings, name)
-        if name == "sites":
-            for site in value:
+        if name in ("sites", "moderators"):
+            for entry in value:
                 tables.append("")
-                tables.append("[[sites]]")
-                for key in SiteConfig.model_fields:
-                    item = getattr(site, key)
+                tables.append(f"[[{name}]]")
+                for key in type(entry).model_fields:
+                    item = getattr(entry, key)
                     if item is not None:
                         tables.append(f"{key} = {_toml_value(item)}")
         else:

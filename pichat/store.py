@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from .history import Entry, HistoryListener, Loaded
+from .bans import Ban
+from .history import Deletion, Entry, HistoryListener, Loaded
 from .protocol import Message
 from .retention import Cut
 
@@ -52,6 +53,22 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE rooms ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
     """,
+    # 3: moderation: the moderator badge of a message, and bans (daemon-wide;
+    # address and name are keys, '' for none; until_ms 0 = until lifted).
+    """
+    ALTER TABLE messages ADD COLUMN moderator INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE bans (
+        address TEXT NOT NULL,
+        name TEXT NOT NULL,
+        until_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        room TEXT NOT NULL,
+        by TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        PRIMARY KEY (address, name)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -61,6 +78,10 @@ _T = TypeVar("_T")
 def new_epoch() -> str:
     """A fresh epoch: random, so a replaced database never repeats an old one."""
     return secrets.token_urlsafe(12)
+
+
+def _message(row: tuple[int, int, str, str, str, int]) -> Message:
+    return Message(*row[:5], moderator=bool(row[5]))
 
 
 class StoreError(Exception):
@@ -81,6 +102,8 @@ class Store:
         )
         self._db: sqlite3.Connection | None = None
         self._pending: list[Entry] = []
+        # Deletions and ban writes, applied before the next batch of messages.
+        self._changes: list[Callable[[sqlite3.Connection], None]] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
@@ -180,7 +203,7 @@ class Store:
         assert self._db is not None
         db = self._db
         rows = db.execute(
-            "SELECT id, ms, name, avatar, text FROM messages WHERE room = ? "
+            "SELECT id, ms, name, avatar, text, moderator FROM messages WHERE room = ? "
             "ORDER BY id DESC LIMIT ?",
             (room, limit),
         ).fetchall()
@@ -195,7 +218,7 @@ class Store:
                 "DO UPDATE SET epoch = excluded.epoch",
                 (room, last_id, epoch),
             )
-        return Loaded([Message(*r) for r in reversed(rows)], last_id, epoch)
+        return Loaded([_message(r) for r in reversed(rows)], last_id, epoch)
 
     async def messages_after(self, room: str, after: int, limit: int) -> list[Message]:
         """Up to ``limit`` stored messages of ``room`` with an id above ``after``."""
@@ -203,11 +226,11 @@ class Store:
         def query() -> list[Message]:
             assert self._db is not None
             rows = self._db.execute(
-                "SELECT id, ms, name, avatar, text FROM messages WHERE room = ? AND id > ? "
-                "ORDER BY id LIMIT ?",
+                "SELECT id, ms, name, avatar, text, moderator FROM messages "
+                "WHERE room = ? AND id > ? ORDER BY id LIMIT ?",
                 (room, after, limit),
             ).fetchall()
-            return [Message(*r) for r in rows]
+            return [_message(r) for r in rows]
 
         return await self._call(query)
 
@@ -218,11 +241,79 @@ class Store:
         self._pending.append(entry)
         self._wakeup.set()
 
+    def delete(self, deletion: Deletion) -> None:
+        """Queue the removal of messages (before the next batch of messages)."""
+
+        def change(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "DELETE FROM messages WHERE room = ? AND id = ?",
+                [(deletion.room, id_) for id_ in deletion.ids],
+            )
+            if deletion.through:
+                db.execute(
+                    "DELETE FROM messages WHERE room = ? AND id <= ?",
+                    (deletion.room, deletion.through),
+                )
+
+        self._changes.append(change)
+        self._wakeup.set()
+
+    async def load_bans(self) -> list[Ban]:
+        """Every stored ban."""
+
+        def query() -> list[Ban]:
+            assert self._db is not None
+            rows = self._db.execute(
+                "SELECT address, name, until_ms, reason, room, by, created_ms, label FROM bans "
+                "ORDER BY created_ms"
+            ).fetchall()
+            return [Ban(*row) for row in rows]
+
+        try:
+            return await self._call(query)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the bans: {exc}") from exc
+
+    def save_bans(self, bans: list[Ban]) -> None:
+        """Queue replacing the stored bans with ``bans`` (they are few)."""
+        rows = [
+            (b.address, b.name, b.until_ms, b.reason, b.room, b.by, b.created_ms, b.label)
+            for b in bans
+        ]
+
+        def change(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM bans")
+            db.executemany("INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+        self._changes.append(change)
+        self._wakeup.set()
+
+    def _apply(self, changes: list[Callable[[sqlite3.Connection], None]]) -> None:
+        assert self._db is not None
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            for change in changes:
+                change(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
     async def _write_loop(self, listener: HistoryListener) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             batch, self._pending = self._pending, []
+            changes, self._changes = self._changes, []
+            if changes:
+                try:
+                    await self._call(functools.partial(self._apply, changes))
+                except (sqlite3.Error, OSError) as exc:
+                    # Memory already changed; the database catches up on the next
+                    # deletion or ban, or the moderator repeats it after a restart.
+                    logger.error("cannot store a moderation change: %s (%s)", exc, self.path)
             if batch:
                 try:
                     await self._call(functools.partial(self._write, batch))
@@ -239,7 +330,7 @@ class Store:
                         )
                         self._failed_messages = 0
                     listener.committed(batch)
-            if self._closing and not self._pending:
+            if self._closing and not self._pending and not self._changes:
                 return
 
     def _write(self, batch: list[Entry]) -> None:
@@ -249,7 +340,8 @@ class Store:
         db.execute("BEGIN")
         try:
             db.executemany(
-                "INSERT INTO messages (room, id, ms, name, avatar, text) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (room, id, ms, name, avatar, text, moderator) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         e.room,
@@ -258,6 +350,7 @@ class Store:
                         e.message.name,
                         e.message.avatar,
                         e.message.text,
+                        int(e.message.moderator),
                     )
                     for e in batch
                 ],
