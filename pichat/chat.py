@@ -64,6 +64,8 @@ class ChatConfig:
     #: Bytes of messages one welcome or history page carries at most.
     replay_bytes: int = 256 * 1024
     moderators: Moderators = dataclasses.field(default_factory=Moderators)
+    #: Messages all connections of one client address may send per rate window.
+    rate_per_address: int = 30
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChatConfig:
@@ -78,6 +80,8 @@ class ChatConfig:
             retention=Retention(settings.history_max_messages, settings.history_max_age_days),
             replay=settings.history_replay,
             replay_bytes=settings.history_replay_bytes,
+            # Never below one connection's own rate: one person, one connection.
+            rate_per_address=max(settings.rate_messages_per_ip, settings.rate_messages),
             moderators=Moderators.of(
                 (m.name, parse_hash(m.password_hash)) for m in settings.moderators
             ),
@@ -115,6 +119,8 @@ class Chat(Generic[M]):
         self.rooms: dict[str, Room[M]] = {}
         #: Every open connection, joined or not, in any room.
         self.connections: set[M] = set()
+        #: One bucket per client address, shared by its connections.
+        self.address_buckets: dict[str, TokenBucket] = {}
         self.moderation = Moderation(self)
         #: Set at shutdown: leaving members send no presence then.
         self.closing = False
@@ -131,6 +137,8 @@ class Chat(Generic[M]):
                 for member in audience:
                     if member.bucket is not None:
                         member.bucket.reconfigure(limits.rate_messages, limits.rate_window, now)
+        for bucket in self.address_buckets.values():
+            bucket.reconfigure(config.rate_per_address, limits.rate_window, now)
 
     async def load_rooms(self, names: Iterable[str]) -> None:
         """Load the history of every named room not loaded yet."""
@@ -281,15 +289,38 @@ class Chat(Generic[M]):
         assert bucket is not None, "a member posts only after join or open"
         room = self.room_of(member)
         self.moderation.may_post(member, room, name)
-        wait = bucket.take(self.monotonic())
+        now = self.monotonic()
+        shared = self._address_bucket(member.address, now)
+        # Both limits are checked before either is spent.
+        wait = max(bucket.wait(now), shared.wait(now) if shared is not None else 0.0)
         if wait > 0:
             raise ProtocolError(
                 "rate_limited", f"too many messages; wait {wait:.1f} s", retry_after=wait
             )
+        bucket.take(now)
+        if shared is not None:
+            shared.take(now)
         now_ms = self.wall_ms()
         message = room.create(name, avatar, text, now_ms, member.moderator)
         cut = self.config.retention.cut(message.id, now_ms)
         self.history.append(Entry(room.name, message, member, cut))
+
+    def _address_bucket(self, address: str, now: float) -> TokenBucket | None:
+        """The shared bucket of a client address (none for a member without one)."""
+        if not address:
+            return None
+        buckets = self.address_buckets
+        bucket = buckets.get(address)
+        if bucket is None:
+            if len(buckets) >= 4096:
+                # Forget addresses whose bucket is full again: they lose nothing.
+                for key in [k for k, b in buckets.items() if b.full(now)]:
+                    del buckets[key]
+            limits = self.config.limits
+            bucket = buckets[address] = TokenBucket(
+                self.config.rate_per_address, limits.rate_window, now
+            )
+        return bucket
 
     # What the history reports (the engine is its listener).
 

@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import __version__
-from .addresses import address_key
+from .addresses import address_key, client_address, parse_networks
 from .chat import V1, Chat, ChatConfig, Dialect
 from .legacy import LEGACY
 from .outbox import Client, Connection, Outbox
@@ -84,6 +84,7 @@ class ChatServer:
     def apply(self, settings: Settings) -> None:
         """Take a configuration: sites, limits, retention (rooms are loaded separately)."""
         self.settings = settings
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
         self.sites = SiteTable.from_settings(settings)
         self.chat.configure(ChatConfig.from_settings(settings))
         self.outbox.limit = settings.send_queue_bytes
@@ -160,7 +161,9 @@ class ChatServer:
                 "Forbidden: origin not allowed\n",
                 f"origin {headers.get('Origin')!r} not allowed for {site.label}",
             )
-        address = str(connection.remote_address[0]) if connection.remote_address else ""
+        peer = str(connection.remote_address[0]) if connection.remote_address else ""
+        header = self.settings.proxy_header
+        address = client_address(peer, header, headers.get_all(header), self.trusted_proxies)
         key = address_key(address)
         if self.chat.moderation.banned_address(key) is not None:
             return self._refuse(

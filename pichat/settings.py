@@ -33,6 +33,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from .addresses import parse_networks
 from .passwords import parse_hash
 from .validation import has_control, name_key
 
@@ -78,6 +79,10 @@ def _check_server_names(names: list[str]) -> list[str]:
         if not _HOSTNAME_RE.match(name):
             raise ValueError(f"{name!r} is not a host name")
     return cleaned
+
+
+def _check_proxies(entries: list[str]) -> list[str]:
+    return [str(network) for network in parse_networks(entries)]
 
 
 def _check_document_root(path: Path) -> Path:
@@ -159,6 +164,10 @@ class Settings(BaseSettings):
     server_names: ServerNames = []
     sites: list[SiteConfig] = []
 
+    # Reverse proxies whose forwarded-address header is believed (addresses or CIDR).
+    trusted_proxies: Annotated[list[str], AfterValidator(_check_proxies)] = []
+    proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+
     # Moderation: reserved names and their password hashes (`pichat hash-password`).
     moderators: list[ModeratorConfig] = []
 
@@ -175,6 +184,8 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
     rate_messages: int = Field(10, ge=1)
     rate_window: float = Field(10.0, gt=0)
+    # All connections from one client address together, per rate_window.
+    rate_messages_per_ip: int = Field(30, ge=1)
     max_connections: int = Field(5000, ge=1)
     max_connections_per_ip: int = Field(100, ge=1)
     send_queue_bytes: int = Field(1024 * 1024, ge=16 * 1024)

@@ -469,3 +469,22 @@ def test_legacy_cannot_take_a_moderator_or_online_name(name: str) -> None:
     assert not h.history.appended
     h.send(legacy, name="dave", avatar="", message="hi")
     assert len(h.history.appended) == 1
+
+
+# The per-address rate limit.
+
+
+def test_connections_of_one_address_share_a_rate() -> None:
+    """rate_per_address bounds all connections of an address together; others are apart."""
+    h = Harness(config=ChatConfig(rate_per_address=3))
+    first, _ = h.join("one", address="192.0.2.1")
+    second, _ = h.join("two", address="192.0.2.1")
+    elsewhere, _ = h.join("three", address="192.0.2.2")
+    for member in (first, first, second):
+        h.say(member, "x")
+    h.say(second, "too many")
+    assert last_error(h, second) == "rate_limited"
+    h.say(elsewhere, "fine")
+    assert len(h.history.appended) == 4
+    # A refused message spends no token of the member's own bucket.
+    assert second.bucket is not None and second.bucket.tokens == 9

@@ -184,3 +184,62 @@ async def test_legacy_client_cannot_use_a_moderator_name(daemon_factory: Any) ->
     await legacy.send(json.dumps({"name": "Alice", "avatar": "", "message": "I am the owner"}))
     assert (await recv(legacy))["code"] == "name_reserved"
     await legacy.close()
+
+
+# Client addresses behind a proxy.
+
+
+async def test_forged_forwarded_header_from_an_untrusted_peer_changes_nothing(
+    daemon_factory: Any,
+) -> None:
+    """Without trusted_proxies a made-up X-Forwarded-For does not escape a ban."""
+    daemon = await daemon_factory(CONFIG)
+    bob, _ = await join(daemon, "bob", BOB)
+    alice = await moderator(daemon)
+    await send(alice, type="ban", name="bob")
+    await closed(bob)
+    forged = {**BOB, "additional_headers": {"X-Forwarded-For": "203.0.113.50"}}
+    with pytest.raises(InvalidStatus) as refused:
+        await open_client(daemon, **forged)
+    assert refused.value.response.status_code == 403
+
+
+async def test_trusted_proxy_gives_the_forwarded_address(daemon_factory: Any) -> None:
+    """From a trusted proxy, the rightmost untrusted X-Forwarded-For hop is the client."""
+    daemon = await daemon_factory({**CONFIG, "trusted_proxies": ["127.0.0.2"]})
+
+    def via(address: str) -> dict[str, Any]:
+        forwarded = f"6.6.6.6, {address}"  # the left entry is the client's own forgery
+        return {**BOB, "additional_headers": {"X-Forwarded-For": forwarded}}
+
+    bob, _ = await join(daemon, "bob", via("203.0.113.7"))
+    clients = {client.name: client for client in daemon.server.outbox.clients}
+    assert clients["bob"].address == "203.0.113.7"
+    alice = await moderator(daemon)
+    await send(alice, type="ban", name="bob")
+    await closed(bob)
+    with pytest.raises(InvalidStatus):
+        await open_client(daemon, **via("203.0.113.7"))
+    carol, _ = await join(daemon, "carol", via("203.0.113.8"))  # another client, same proxy
+    await carol.close()
+
+
+async def test_rate_limit_is_shared_by_one_address(daemon_factory: Any) -> None:
+    """Connections from one address share rate_messages_per_ip."""
+    daemon = await daemon_factory({"rate_messages": 5, "rate_messages_per_ip": 6})
+    first, _ = await join(daemon, "one")
+    second, _ = await join(daemon, "two")
+    for index in range(5):
+        await say(first, f"a{index}")
+        await recv_type(first, "message")
+    await say(second, "b0")
+    await say(second, "b1")
+    # b1's error comes at once, b0 once stored: read until both arrived.
+    seen, codes = [], []
+    while "b0" not in seen or not codes:
+        frame = await recv(second)
+        if frame["type"] == "message":
+            seen.append(frame["text"])
+        elif frame["type"] == "error":
+            codes.append(frame["code"])
+    assert codes == ["rate_limited"] and seen == ["a0", "a1", "a2", "a3", "a4", "b0"]

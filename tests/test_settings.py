@@ -488,3 +488,11 @@ def test_hash_password_reads_stdin(workdir: Path) -> None:
         check=False,
     )
     assert empty.returncode == 65 and "empty" in empty.stderr
+
+
+def test_trusted_proxies_are_networks(workdir: Path) -> None:
+    """trusted_proxies takes addresses and networks, normalised; a bad one is named."""
+    s = load(write(workdir, 'trusted_proxies = ["127.0.0.1", "10.1.2.3/8", "::1"]\n'))
+    assert s.trusted_proxies == ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]
+    (line,) = problems(write(workdir, 'trusted_proxies = ["proxy.lan"]\n'))
+    assert line.startswith("trusted_proxies") and "'proxy.lan'" in line
