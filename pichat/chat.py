@@ -235,6 +235,7 @@ class Chat(Generic[M]):
         room.listen(member, member.dialect)
         member.name = name
         member.moderator = moderator
+        member.joined_ms = self.wall_ms()
         member.avatar = command.avatar
         member.bucket = self.new_bucket()
         member.live_after = room.stored_id

@@ -16,7 +16,7 @@ from .bans import Ban
 from .protocol import Message
 from .retention import Cut
 
-__all__ = ["Deletion", "Entry", "History", "HistoryListener", "Loaded"]
+__all__ = ["Deletion", "Entry", "History", "HistoryListener", "Loaded", "LogEntry"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -45,6 +45,17 @@ class Deletion:
     room: str
     ids: tuple[int, ...] = ()
     through: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One line of the moderation log: when, where, who, what, and its details as JSON."""
+
+    ms: int
+    room: str
+    actor: str
+    action: str
+    detail: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -95,6 +106,12 @@ class History(Protocol):
 
     def save_bans(self, bans: list[Ban]) -> None:
         """Queue a write that replaces the stored bans with ``bans``."""
+
+    def record(self, entry: LogEntry) -> None:
+        """Queue a line of the moderation log."""
+
+    async def load_log(self, since_ms: int, limit: int) -> list[LogEntry]:
+        """The newest ``limit`` log lines from ``since_ms`` on, oldest first."""
 
     @property
     def healthy(self) -> bool:

@@ -37,6 +37,7 @@ class Member:
         "live_after",
         "moderator",
         "address",
+        "joined_ms",
     )
 
     def __init__(self, site: Site, dialect: Dialect, address: str = "") -> None:
@@ -55,6 +56,8 @@ class Member:
         #: The client address's key (:func:`~.addresses.address_key`): what bans,
         #: mutes and the password limit count; never sent to any client.
         self.address = address
+        #: When the member joined (epoch milliseconds; 0 until then).
+        self.joined_ms = 0
 
 
 M_contra = TypeVar("M_contra", bound="Member", contravariant=True)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .addresses import address_key, parse_address
 from .bans import Ban, Bans
 from .errors import ProtocolError
-from .history import Deletion
+from .history import Deletion, LogEntry
 from .passwords import PasswordHash, verify_password
 from .protocol import Frame, dumps, wire_frame
 from .ratelimit import TokenBucket
@@ -244,16 +244,30 @@ class Moderation:
             raise ProtocolError("not_joined", "join before you moderate")
         if not member.moderator:
             raise ProtocolError("forbidden", "only moderators may do that")
-        room = self.chat.room_of(member)
-        getattr(self, f"_{kind}")(member, room, frame)
+        done = self.act(member.name, self.chat.room_of(member), kind, frame)
+        self.chat.outbox.send(member, _frame({"type": "done", "action": kind, **done}))
 
-    def _done(self, member: Member, action: str, **fields: Any) -> None:
-        self.chat.outbox.send(member, _frame({"type": "done", "action": action, **fields}))
-        details = " ".join(f"{k}={v!r}" for k, v in fields.items())
-        room = member.room.name if member.room is not None else "?"
-        logger.info("moderation: %s in %s by %s %s", action, room, member.name, details)
+    def act(self, actor: str, room: Room[Any], kind: str, frame: dict[str, Any]) -> dict[str, Any]:
+        """Do one moderation action for ``actor`` (a moderator, or ``pichat ctl``).
 
-    def _delete(self, member: Member, room: Room[Any], frame: dict[str, Any]) -> None:
+        Returns:
+            what was done (the ``done`` frame's fields), also logged and kept in
+            the moderation log.
+
+        Raises:
+            ProtocolError: for a bad frame; nothing has changed then.
+        """
+        if kind not in MODERATION_TYPES:
+            raise ProtocolError("unknown_type", f"unknown action {kind[:40]!r}")
+        done: dict[str, Any] = getattr(self, f"_{kind}")(actor, room, frame)
+        detail = " ".join(f"{k}={v!r}" for k, v in done.items())
+        logger.info("moderation: %s in %s by %s: %s", kind, room.name, actor, detail)
+        self.chat.history.record(
+            LogEntry(self.chat.wall_ms(), room.name, actor, kind, dumps(done).decode())
+        )
+        return done
+
+    def _delete(self, actor: str, room: Room[Any], frame: dict[str, Any]) -> dict[str, Any]:
         message_id = frame.get("id")
         if not isinstance(message_id, int) or isinstance(message_id, bool):
             raise ProtocolError("bad_id", "id must be a message id")
@@ -261,13 +275,13 @@ class Moderation:
             raise ProtocolError("no_message", f"no message {message_id} in this room")
         self.chat.history.delete(Deletion(room.name, (message_id,)))
         self.chat.outbox.broadcast(room.members, _frame({"type": "deleted", "id": message_id}))
-        self._done(member, "delete", id=message_id)
+        return {"id": message_id}
 
-    def _clear(self, member: Member, room: Room[Any], frame: dict[str, Any]) -> None:
+    def _clear(self, actor: str, room: Room[Any], frame: dict[str, Any]) -> dict[str, Any]:
         count = room.clear()
         self.chat.history.delete(Deletion(room.name, through=room.stored_id))
         self.chat.outbox.broadcast(room.members, _frame({"type": "cleared"}))
-        self._done(member, "clear", count=count)
+        return {"count": count}
 
     def _targets(self, room: Room[Any], frame: dict[str, Any]) -> tuple[str, list[Member]]:
         name = validate_name(frame.get("name"), 1024)
@@ -278,23 +292,31 @@ class Moderation:
             raise ProtocolError("bad_target", "moderators cannot be kicked, banned or muted")
         return name, targets
 
-    def _kick(self, member: Member, room: Room[Any], frame: dict[str, Any]) -> None:
+    def _kick(self, actor: str, room: Room[Any], frame: dict[str, Any]) -> dict[str, Any]:
         name, targets = self._targets(room, frame)
         reason = _reason(frame)
         for target in targets:
             self.chat.remove(target, KICK_CODE, _close_reason(reason or "removed by a moderator"))
-        self._done(member, "kick", name=name, reason=reason)
+        return {"name": name, "reason": reason}
 
-    def _ban(self, member: Member, room: Room[Any], frame: dict[str, Any]) -> None:
-        name, targets = self._targets(room, frame)
+    def _ban(self, actor: str, room: Room[Any], frame: dict[str, Any]) -> dict[str, Any]:
+        address = frame.get("address")
+        if address is not None:  # pichat ctl: an address, whoever is behind it
+            if not isinstance(address, str) or parse_address(address) is None:
+                raise ProtocolError("bad_address", "address must be an IP address")
+            name, key, label = "", "", address_key(address)
+            targets: list[Member] = []
+            addresses = [label]
+        else:
+            name, targets = self._targets(room, frame)
+            key, label = name_key(name), name
+            addresses = sorted({t.address for t in targets if t.address}) or [""]
         minutes = _whole(frame, "minutes", 60, MAX_BAN_MINUTES, "bad_minutes")
         reason = _reason(frame)
         now_ms = self.chat.wall_ms()
         until = now_ms + minutes * 60_000 if minutes else 0
-        key = name_key(name)
-        addresses = sorted({target.address for target in targets if target.address}) or [""]
         self.bans.add(
-            Ban(address, key, until, reason, room.name, member.name or "", now_ms, name)
+            Ban(address, key, until, reason, room.name, actor, now_ms, label)
             for address in addresses
         )
         self._save_bans()
@@ -305,9 +327,9 @@ class Moderation:
         for other in list(self.chat.connections):
             if other.address and other.address in addresses:
                 self.chat.remove(other, BAN_CODE, close)
-        self._done(member, "ban", name=name, minutes=minutes, reason=reason)
+        return {"name": name or label, "minutes": minutes, "reason": reason}
 
-    def _unban(self, member: Member, room: Room[Any], frame: dict[str, Any]) -> None:
+    def _unban(self, actor: str, room: Room[Any], frame: dict[str, Any]) -> dict[str, Any]:
         address, name = frame.get("address"), frame.get("name")
         if address is not None:
             if not isinstance(address, str) or parse_address(address) is None:
@@ -318,9 +340,9 @@ class Moderation:
         if not lifted:
             raise ProtocolError("no_ban", "no ban matches")
         self._save_bans()
-        self._done(member, "unban", count=len(lifted))
+        return {"count": len(lifted)}
 
-    def _mute(self, member: Member, room: Room[Any], frame: dict[str, Any]) -> None:
+    def _mute(self, actor: str, room: Room[Any], frame: dict[str, Any]) -> dict[str, Any]:
         name, targets = self._targets(room, frame)
         minutes = _whole(frame, "minutes", 10, MAX_MUTE_MINUTES, "bad_minutes")
         rules = self.room_rules(room)
@@ -330,24 +352,24 @@ class Moderation:
                 rules.muted[key] = self.chat.monotonic() + minutes * 60
             else:
                 rules.muted.pop(key, None)
-        self._done(member, "mute", name=name, minutes=minutes)
+        return {"name": name, "minutes": minutes}
 
-    def _lock(self, member: Member, room: Room[Any], frame: dict[str, Any]) -> None:
+    def _lock(self, actor: str, room: Room[Any], frame: dict[str, Any]) -> dict[str, Any]:
         locked = frame.get("locked", True)
         if not isinstance(locked, bool):
             raise ProtocolError("bad_frame", "locked must be true or false")
         rules = self.room_rules(room)
         rules.locked = locked
         self._announce(room, rules)
-        self._done(member, "lock", locked=locked)
+        return {"locked": locked}
 
-    def _slow(self, member: Member, room: Room[Any], frame: dict[str, Any]) -> None:
+    def _slow(self, actor: str, room: Room[Any], frame: dict[str, Any]) -> dict[str, Any]:
         seconds = _whole(frame, "seconds", 0, MAX_SLOW_SECONDS, "bad_seconds")
         rules = self.room_rules(room)
         rules.slow = seconds
         rules.last_post.clear()
         self._announce(room, rules)
-        self._done(member, "slow", seconds=seconds)
+        return {"seconds": seconds}
 
     def _announce(self, room: Room[Any], rules: RoomRules) -> None:
         self.chat.outbox.broadcast(room.members, _frame({"type": "room", **rules.state()}))

@@ -152,6 +152,8 @@ class Settings(BaseSettings):
 
     # Files.
     state_dir: Path = Path("var")
+    # pichat ctl's Unix socket; "" = control.sock in state_dir.
+    control_socket: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # The default site: answers any Host that no [[sites]] entry names.
@@ -236,6 +238,10 @@ class Settings(BaseSettings):
         # The TOML file's content arrives as init arguments (see load()); the
         # environment must win over it, so it comes first.
         return env_settings, init_settings
+
+    def control_path(self) -> Path:
+        """Where the control socket is (``control_socket``, else in ``state_dir``)."""
+        return Path(self.control_socket) if self.control_socket else self.state_dir / "control.sock"
 
     def site_document_root(self, site: SiteConfig) -> Path:
         """The directory a site serves: its own, else the top-level one."""

@@ -22,55 +22,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from .bans import Ban
-from .history import Deletion, Entry, HistoryListener, Loaded
+from .history import Deletion, Entry, HistoryListener, Loaded, LogEntry
 from .protocol import Message
 from .retention import Cut
+from .schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError", "new_epoch"]
 
 logger = logging.getLogger(__name__)
 
-#: One script per schema version; ``PRAGMA user_version`` records the last applied.
-MIGRATIONS: tuple[str, ...] = (
-    # 1: messages per room, and each room's highest id so ids are never reused
-    # even after retention dropped every message.
-    """
-    CREATE TABLE messages (
-        room TEXT NOT NULL,
-        id INTEGER NOT NULL,
-        ms INTEGER NOT NULL,
-        name TEXT NOT NULL,
-        avatar TEXT NOT NULL,
-        text TEXT NOT NULL,
-        PRIMARY KEY (room, id)
-    ) WITHOUT ROWID;
-    CREATE TABLE rooms (
-        room TEXT PRIMARY KEY,
-        last_id INTEGER NOT NULL
-    ) WITHOUT ROWID;
-    """,
-    # 2: each room's epoch, the identity of its history ('' until first loaded).
-    """
-    ALTER TABLE rooms ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
-    """,
-    # 3: moderation: the moderator badge of a message, and bans (daemon-wide;
-    # address and name are keys, '' for none; until_ms 0 = until lifted).
-    """
-    ALTER TABLE messages ADD COLUMN moderator INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE bans (
-        address TEXT NOT NULL,
-        name TEXT NOT NULL,
-        until_ms INTEGER NOT NULL,
-        reason TEXT NOT NULL,
-        room TEXT NOT NULL,
-        by TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        label TEXT NOT NULL,
-        PRIMARY KEY (address, name)
-    ) WITHOUT ROWID;
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _T = TypeVar("_T")
 
@@ -287,6 +247,32 @@ class Store:
 
         self._changes.append(change)
         self._wakeup.set()
+
+    def record(self, entry: LogEntry) -> None:
+        """Queue a line of the moderation log."""
+
+        def change(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO modlog (ms, room, actor, action, detail) VALUES (?, ?, ?, ?, ?)",
+                (entry.ms, entry.room, entry.actor, entry.action, entry.detail),
+            )
+
+        self._changes.append(change)
+        self._wakeup.set()
+
+    async def load_log(self, since_ms: int, limit: int) -> list[LogEntry]:
+        """The newest ``limit`` log lines from ``since_ms`` on, oldest first."""
+
+        def query() -> list[LogEntry]:
+            assert self._db is not None
+            rows = self._db.execute(
+                "SELECT ms, room, actor, action, detail FROM modlog WHERE ms >= ? "
+                "ORDER BY seq DESC LIMIT ?",
+                (since_ms, limit),
+            ).fetchall()
+            return [LogEntry(*row) for row in reversed(rows)]
+
+        return await self._call(query)
 
     def _apply(self, changes: list[Callable[[sqlite3.Connection], None]]) -> None:
         assert self._db is not None

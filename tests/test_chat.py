@@ -16,7 +16,7 @@ import pytest
 
 from pichat.bans import Ban
 from pichat.chat import V1, Chat, ChatConfig, Dialect, Member
-from pichat.history import Deletion, Entry, HistoryListener, Loaded
+from pichat.history import Deletion, Entry, HistoryListener, Loaded, LogEntry
 from pichat.legacy import LEGACY
 from pichat.protocol import Frame, Limits, Message
 from pichat.retention import Cut, Retention
@@ -92,6 +92,7 @@ class FakeHistory:
         self.trim_result = 0
         self.deletions: list[Deletion] = []
         self.bans: list[Ban] = []
+        self.log: list[LogEntry] = []
         self.listener: HistoryListener | None = None
         self.healthy = True
 
@@ -120,6 +121,12 @@ class FakeHistory:
 
     def save_bans(self, bans: list[Ban]) -> None:
         self.bans = list(bans)
+
+    def record(self, entry: LogEntry) -> None:
+        self.log.append(entry)
+
+    async def load_log(self, since_ms: int, limit: int) -> list[LogEntry]:
+        return [e for e in self.log if e.ms >= since_ms][-limit:]
 
     def take(self) -> list[Entry]:
         """What was appended since the last take: the next batch to commit or fail."""

@@ -15,7 +15,11 @@ from pichat.settings import ModeratorConfig, Settings, SiteConfig, load
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
 CONFFILE = PACKAGING / "pichat.toml"
 # Keys the package must set: the embedded defaults are relative to the working directory.
-PACKAGE_VALUES = {"state_dir": "/var/lib/pichat", "document_root": "/usr/share/pichat/public"}
+PACKAGE_VALUES = {
+    "state_dir": "/var/lib/pichat",
+    "document_root": "/usr/share/pichat/public",
+    "control_socket": "/run/pichat/control.sock",
+}
 
 _KEY = re.compile(r"^#?(\w+) = ")
 
@@ -67,7 +71,7 @@ def test_conffile_commented_values_are_the_defaults() -> None:
 
 
 def test_conffile_sets_the_package_paths() -> None:
-    """Only state_dir and document_root are set, to the paths the package uses."""
+    """Only state_dir, document_root and control_socket are set, to the package's paths."""
     top, _ = _sections()
     assert _uncommented([line for line in top if not line.startswith("#")]) == PACKAGE_VALUES
 
