@@ -1,5 +1,6 @@
 // Wiring: the join form, the composer, the status line and the frames from the server.
 
+import { Moderation, closedText, moderationErrorText } from "./moderation.js";
 import { Transport, socketUrl } from "./transport.js";
 import { LogView, OnlineView, avatar, isHttpUrl } from "./view.js";
 
@@ -7,7 +8,31 @@ const STORE_NAME = "pichat.name";
 const STORE_AVATAR = "pichat.avatar";
 // Per tab: a reload of a joined tab joins again at once; a new visit shows the form.
 const SESSION_JOINED = "pichat.joined";
-const JOIN_ERRORS = new Set(["bad_name", "name_too_long", "bad_avatar", "bad_since", "already_joined"]);
+const JOIN_ERRORS = new Set([
+  "bad_name",
+  "name_too_long",
+  "bad_avatar",
+  "bad_since",
+  "already_joined",
+  "name_reserved",
+  "bad_password",
+  "name_banned",
+]);
+// The errors that answer a `say`: its text goes back to the box.
+const SAY_ERRORS = new Set([
+  "rate_limited",
+  "text_too_long",
+  "empty_text",
+  "bad_text",
+  "not_joined",
+  "muted",
+  "room_locked",
+  "unavailable",
+  "bad_json",
+  "bad_frame",
+]);
+// Join refusals that a moderator's password answers: the form shows its field.
+const PASSWORD_ERRORS = new Set(["name_reserved", "bad_password"]);
 // What the server refuses in names and texts: controls, lone surrogates, line and
 // paragraph separators, and bidi overrides (they let a name pass for another).
 const NAME_CONTROL = /[\p{Cc}\p{Cs}\p{Zl}\p{Zp}\u202a-\u202e\u2066-\u2069]/u;
@@ -26,6 +51,8 @@ const ui = {
   joinForm: $("join-form"),
   joinName: $("join-name"),
   joinAvatar: $("join-avatar"),
+  joinPassword: $("join-password"),
+  joinPasswordField: $("join-password-field"),
   joinPreview: $("join-preview"),
   joinError: $("join-error"),
   chat: $("chat"),
@@ -43,6 +70,8 @@ const state = {
   limits: { text: 2000, name: 32, rate_messages: 10, rate_window: 10 },
   name: "",
   avatar: "",
+  // A moderator's password: kept in memory for reconnects, never stored.
+  password: "",
   you: null,
   // True between a `welcome` and the end of that connection.
   joined: false,
@@ -57,6 +86,13 @@ const state = {
 
 const log = new LogView($("log"), $("new-messages"));
 const online = new OnlineView($("online-list"), $("online-count"));
+const moderation = new Moderation(
+  (frame) => state.transport !== null && state.transport.send(frame),
+  $("room-state"),
+  $("lock-room"),
+);
+log.decorate = (item, message) => moderation.decorateMessage(item, message);
+online.decorate = (item, person) => moderation.decoratePerson(item, person);
 
 /** Length as the server counts it (code points, not UTF-16 units). */
 function length(text) {
@@ -147,9 +183,10 @@ function showChat() {
   ui.joinError.textContent = "";
 }
 
-function join(name, avatarUrl) {
+function join(name, avatarUrl, password = "") {
   state.name = name;
   state.avatar = avatarUrl;
+  state.password = password;
   store(STORE_NAME, name);
   store(STORE_AVATAR, avatarUrl);
   try {
@@ -159,12 +196,11 @@ function join(name, avatarUrl) {
   }
   showChat();
   if (!state.transport) {
-    state.transport = new Transport(socketUrl(location), (since) => ({
-      type: "join",
-      name: state.name,
-      avatar: state.avatar,
-      since,
-    }));
+    state.transport = new Transport(socketUrl(location), (since) => {
+      const hello = { type: "join", name: state.name, avatar: state.avatar, since };
+      if (state.password) hello.password = state.password;
+      return hello;
+    });
     state.transport.addEventListener("state", onState);
     state.transport.addEventListener("frame", (event) => onFrame(event.detail));
     state.transport.addEventListener("close", onClose);
@@ -237,6 +273,12 @@ function onClose(event) {
   state.joined = false;
   state.pending = [];
   if (wasJoined) console.info("pichat: connection closed", event.detail.code, event.detail.reason);
+  const final = closedText(event.detail.code, event.detail.reason);
+  if (final !== null) {
+    // Kicked or banned: no automatic reconnection; the form offers to join again.
+    leave(final);
+    return;
+  }
   updateComposer();
 }
 
@@ -251,12 +293,27 @@ function onFrame(frame) {
       onMessages([frame]);
       break;
     case "presence":
-      if (frame.event === "join") online.join({ name: frame.name, avatar: frame.avatar }, frame.count);
+      if (frame.event === "join") {
+        online.join({ name: frame.name, avatar: frame.avatar, moderator: frame.moderator }, frame.count);
+      }
       else if (frame.event === "leave") online.leave(frame.name, frame.count);
       log.addPresence(frame.event, String(frame.name));
       break;
     case "error":
       onError(frame);
+      break;
+    case "deleted":
+      log.remove(frame.id);
+      break;
+    case "cleared":
+      log.clearMessages();
+      log.addNotice("A moderator cleared the room's history.");
+      break;
+    case "room":
+      moderation.room(frame);
+      break;
+    case "done":
+      log.addNotice(`Done: ${frame.action}${frame.name ? ` ${frame.name}` : ""}.`);
       break;
     default:
       console.warn("pichat: unknown frame type", frame.type, frame);
@@ -267,6 +324,7 @@ function onWelcome(frame) {
   const before = state.you;
   state.joined = true;
   state.you = frame.you;
+  moderation.welcome(frame);
   log.setMe(frame.you.name);
   online.setMe(frame.you.name);
   applySite(frame);
@@ -301,6 +359,8 @@ function onMessages(messages, { live = true } = {}) {
 
 function errorText(frame) {
   const limits = state.limits;
+  const moderationText = moderationErrorText(frame);
+  if (moderationText !== null) return moderationText;
   switch (frame.code) {
     case "rate_limited": {
       const wait = Number(frame.retry_after);
@@ -330,7 +390,16 @@ function errorText(frame) {
 function onError(frame) {
   if (JOIN_ERRORS.has(frame.code)) {
     leave();
-    siteLoaded.then(() => showJoin(errorText(frame)));
+    if (PASSWORD_ERRORS.has(frame.code)) ui.joinPasswordField.hidden = false;
+    siteLoaded.then(() => {
+      showJoin(errorText(frame));
+      if (PASSWORD_ERRORS.has(frame.code)) ui.joinPassword.focus();
+    });
+    return;
+  }
+  if (!SAY_ERRORS.has(frame.code)) {
+    // Not the answer to a `say` (a moderator's action): say so, keep the box as it is.
+    ui.composerError.textContent = errorText(frame);
     return;
   }
   // Every other error answers a `say`: give its text back if the box is empty.
@@ -402,7 +471,8 @@ ui.joinForm.addEventListener("submit", (event) => {
     showJoin(problem);
     return;
   }
-  join(name, avatarUrl);
+  join(name, avatarUrl, ui.joinPassword.value);
+  ui.joinPassword.value = "";
 });
 ui.joinName.addEventListener("input", updatePreview);
 ui.joinAvatar.addEventListener("change", updatePreview);
