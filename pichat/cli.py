@@ -109,6 +109,7 @@ def _ctl_parser(commands: Any) -> None:
     add("lock", "only moderators may post", "room")
     add("unlock", "everyone may post again", "room")
     add("slow", "one message per person per SECONDS (0: off)", "room", "seconds")
+    add("announce", "a message from the room itself, shown apart", "room", "text")
 
 
 def _since_ms(text: str) -> int:
@@ -127,7 +128,7 @@ def _since_ms(text: str) -> int:
 def _ctl_request(args: argparse.Namespace) -> dict[str, Any]:
     """The control request for ``pichat ctl`` arguments."""
     payload: dict[str, Any] = {"command": args.action}
-    for key in ("room", "name", "reason", "minutes"):
+    for key in ("room", "name", "reason", "minutes", "text"):
         value = getattr(args, key, None)
         if value is not None:
             payload[key] = value

@@ -161,6 +161,9 @@ class ControlServer:
                 }
                 for e in entries
             ]
+        if command == "announce":
+            room = self._room(request.get("room"))
+            return self.chat.moderation.announce(ACTOR, room, request.get("text"))
         action = ACTIONS.get(command)
         if action is None:
             raise ProtocolError("unknown_type", f"unknown command {str(command)[:40]!r}")

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from .addresses import address_key, parse_address
 from .bans import Ban, Bans
 from .errors import ProtocolError
-from .history import Deletion, LogEntry
+from .history import Deletion, Entry, LogEntry
 from .passwords import PasswordHash, verify_password
 from .protocol import Frame, dumps, wire_frame
 from .ratelimit import TokenBucket
-from .validation import has_control, name_key, validate_name
+from .validation import has_control, name_key, validate_name, validate_text
 
 if TYPE_CHECKING:
     from .chat import Chat, Member
@@ -260,12 +260,33 @@ class Moderation:
         if kind not in MODERATION_TYPES:
             raise ProtocolError("unknown_type", f"unknown action {kind[:40]!r}")
         done: dict[str, Any] = getattr(self, f"_{kind}")(actor, room, frame)
+        self.log(actor, room, kind, done)
+        return done
+
+    def announce(self, actor: str, room: Room[Any], text: object) -> dict[str, Any]:
+        """A message from the room itself (``pichat ctl announce``), stored, then broadcast.
+
+        Raises:
+            ProtocolError: the text breaks the rules a ``say`` follows.
+        """
+        chat = self.chat
+        text = validate_text(text, chat.config.limits.text)
+        now_ms = chat.wall_ms()
+        message = room.create(room.name, "", text, now_ms)
+        message.announcement = True
+        cut = chat.config.retention.cut(message.id, now_ms)
+        chat.history.append(Entry(room.name, message, None, cut))
+        done = {"id": message.id, "text": text}
+        self.log(actor, room, "announce", done)
+        return done
+
+    def log(self, actor: str, room: Room[Any], kind: str, done: dict[str, Any]) -> None:
+        """Record an action in the journal and in the moderation log."""
         detail = " ".join(f"{k}={v!r}" for k, v in done.items())
         logger.info("moderation: %s in %s by %s: %s", kind, room.name, actor, detail)
         self.chat.history.record(
             LogEntry(self.chat.wall_ms(), room.name, actor, kind, dumps(done).decode())
         )
-        return done
 
     def _delete(self, actor: str, room: Room[Any], frame: dict[str, Any]) -> dict[str, Any]:
         message_id = frame.get("id")

@@ -129,6 +129,8 @@ class Message:
     text: str
     #: Sent by a moderator: the page shows a badge nobody else can get.
     moderator: bool = False
+    #: From the room itself (``pichat ctl announce``): shown apart from chat.
+    announcement: bool = False
     date: str = dataclasses.field(init=False)
     _cache: dict[str, bytes] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -147,6 +149,8 @@ class Message:
         }
         if self.moderator:
             frame["moderator"] = True
+        if self.announcement:
+            frame["announcement"] = True
         return frame
 
     def encoded(self, key: str, encode: Callable[[Message], bytes]) -> bytes:

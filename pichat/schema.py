@@ -36,6 +36,7 @@ MIGRATIONS: tuple[str, ...] = (
     # address and name are keys, '' for none; until_ms 0 = until lifted).
     """
     ALTER TABLE messages ADD COLUMN moderator INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN announcement INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE bans (
         address TEXT NOT NULL,
         name TEXT NOT NULL,

@@ -40,8 +40,8 @@ def new_epoch() -> str:
     return secrets.token_urlsafe(12)
 
 
-def _message(row: tuple[int, int, str, str, str, int]) -> Message:
-    return Message(*row[:5], moderator=bool(row[5]))
+def _message(row: tuple[int, int, str, str, str, int, int]) -> Message:
+    return Message(*row[:5], moderator=bool(row[5]), announcement=bool(row[6]))
 
 
 class StoreError(Exception):
@@ -163,8 +163,8 @@ class Store:
         assert self._db is not None
         db = self._db
         rows = db.execute(
-            "SELECT id, ms, name, avatar, text, moderator FROM messages WHERE room = ? "
-            "ORDER BY id DESC LIMIT ?",
+            "SELECT id, ms, name, avatar, text, moderator, announcement FROM messages "
+            "WHERE room = ? ORDER BY id DESC LIMIT ?",
             (room, limit),
         ).fetchall()
         row = db.execute("SELECT last_id, epoch FROM rooms WHERE room = ?", (room,)).fetchone()
@@ -186,7 +186,7 @@ class Store:
         def query() -> list[Message]:
             assert self._db is not None
             rows = self._db.execute(
-                "SELECT id, ms, name, avatar, text, moderator FROM messages "
+                "SELECT id, ms, name, avatar, text, moderator, announcement FROM messages "
                 "WHERE room = ? AND id > ? ORDER BY id LIMIT ?",
                 (room, after, limit),
             ).fetchall()
@@ -326,8 +326,8 @@ class Store:
         db.execute("BEGIN")
         try:
             db.executemany(
-                "INSERT INTO messages (room, id, ms, name, avatar, text, moderator) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (room, id, ms, name, avatar, text, moderator, announcement) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         e.room,
@@ -337,6 +337,7 @@ class Store:
                         e.message.avatar,
                         e.message.text,
                         int(e.message.moderator),
+                        int(e.message.announcement),
                     )
                     for e in batch
                 ],

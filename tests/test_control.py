@@ -154,3 +154,15 @@ def test_ctl_against_a_stopped_daemon_says_so(tmp_path: Path) -> None:
     )
     assert run.returncode == 69
     assert "cannot reach the daemon" in run.stderr and "is pichat running?" in run.stderr
+
+
+async def test_announce_is_a_message_from_the_room(daemon_factory: Any) -> None:
+    """announce ROOM TEXT: a stored message named after the room, marked announcement."""
+    daemon = await daemon_factory(CONFIG)
+    carol, _ = await join(daemon, "carol")
+    done = await ctl(daemon, **ctl_args("announce", "lobby", "maintenance at 10"))
+    message = await recv_type(carol, "message")
+    assert message["id"] == done["id"] and message["announcement"] is True
+    assert (message["name"], message["text"]) == ("lobby", "maintenance at 10")
+    with pytest.raises(ControlError, match="empty_text"):
+        await ctl(daemon, **ctl_args("announce", "lobby", "  "))

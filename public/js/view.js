@@ -235,6 +235,7 @@ export class LogView {
     const mine = this.me !== null && message.name === this.me;
     const item = MESSAGE.cloneNode(true);
     if (mine) item.classList.add("mine");
+    if (message.announcement === true) item.classList.add("announcement");
     item.dataset.id = String(message.id);
     const body = item.firstChild;
     const meta = body.firstChild;
