@@ -24,6 +24,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Subprotocol
 
 from . import __version__
+from .control import ControlServer
 from .outbox import Connection
 from .server import DIALECTS, ChatServer
 from .settings import ConfigError, Settings, load
@@ -146,10 +147,19 @@ class Daemon:
         chat = self.chat = ChatServer(self.settings, store, self.notifier)
         chat.metrics.watch(store)
         await chat.load_rooms()
+        await chat.load_bans()
         await chat.expire()
 
         self.servers = await self._listen(chat)
         stack.push_async_callback(self._close_servers)
+        control = ControlServer(self.settings.control_path(), chat.chat)
+        try:
+            await control.start()
+        except OSError as exc:
+            raise ListenError(
+                f"cannot make the control socket {control.path}: {exc.strerror or exc}"
+            ) from None
+        stack.push_async_callback(control.close)
         for server in self.servers:
             for sock in server.sockets:
                 logger.info("listening on %s", _describe(sock))

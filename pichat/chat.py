@@ -18,9 +18,12 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .history import Entry, History
+from .member import Dialect, Member, Outbox
+from .moderation import MODERATION_TYPES, Moderation, Moderators
+from .passwords import parse_hash
 from .protocol import (
     SUBPROTOCOL,
     Frame,
@@ -31,7 +34,8 @@ from .protocol import (
     ProtocolError,
     error_frame,
     history_frame,
-    parse_frame,
+    load_object,
+    parse_object,
     presence_frame,
     welcome_frame,
     wire_frame,
@@ -42,7 +46,6 @@ from .room import Room
 
 if TYPE_CHECKING:
     from .settings import Settings
-    from .sites import Site
 
 __all__ = ["V1", "Chat", "ChatConfig", "ChatStats", "Dialect", "Member", "Outbox", "PichatV1"]
 
@@ -61,6 +64,9 @@ class ChatConfig:
     replay: int = 100
     #: Bytes of messages one welcome or history page carries at most.
     replay_bytes: int = 256 * 1024
+    moderators: Moderators = dataclasses.field(default_factory=Moderators)
+    #: Messages all connections of one client address may send per rate window.
+    rate_per_address: int = 30
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChatConfig:
@@ -75,6 +81,11 @@ class ChatConfig:
             retention=Retention(settings.history_max_messages, settings.history_max_age_days),
             replay=settings.history_replay,
             replay_bytes=settings.history_replay_bytes,
+            # Never below one connection's own rate: one person, one connection.
+            rate_per_address=max(settings.rate_messages_per_ip, settings.rate_messages),
+            moderators=Moderators.of(
+                (m.name, parse_hash(m.password_hash)) for m in settings.moderators
+            ),
         )
 
 
@@ -90,57 +101,7 @@ class ChatStats:
     resumes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
 
-class Member:
-    """What the engine knows of one connection: its site, room, dialect and identity.
-
-    The I/O layer subclasses it with the transport's side of the connection.
-    """
-
-    __slots__ = ("site", "dialect", "room", "name", "avatar", "bucket", "live_after")
-
-    def __init__(self, site: Site, dialect: Dialect) -> None:
-        self.site = site
-        self.dialect = dialect
-        self.room: Room[Any] | None = None
-        #: Set by a successful ``join``; ``None`` until then.
-        self.name: str | None = None
-        self.avatar = ""
-        self.bucket: TokenBucket | None = None
-        #: The newest id committed when the member joined: everything after it
-        #: reaches the member live, so history pages stop there.
-        self.live_after = 0
-
-
 M = TypeVar("M", bound=Member)
-M_contra = TypeVar("M_contra", bound=Member, contravariant=True)
-
-
-class Outbox(Protocol[M_contra]):
-    """Where the engine's answers go; the I/O layer writes them out."""
-
-    def send(self, member: M_contra, frame: Frame) -> None:
-        """Queue a frame for one member."""
-
-    def broadcast(self, members: Iterable[M_contra], frame: Frame) -> None:
-        """Queue one frame for many members (encoded once)."""
-
-
-class Dialect(Protocol):
-    """One subprotocol's way of speaking to the engine."""
-
-    #: The subprotocol name negotiated in the handshake.
-    subprotocol: str
-    #: Whether a connection must ``join`` (and so is closed by ``join_timeout``).
-    joins: bool
-
-    def opened(self, chat: Chat[Any], member: Any) -> None:
-        """A connection in this dialect is open and placed in its room."""
-
-    def received(self, chat: Chat[Any], member: Any, text: str) -> None:
-        """A text frame arrived; raises :class:`ProtocolError` for a bad one."""
-
-    def message_frame(self, message: Message) -> Frame:
-        """The wire frame of a stored message (cached on the message)."""
 
 
 class Chat(Generic[M]):
@@ -169,6 +130,11 @@ class Chat(Generic[M]):
         self.monotonic = monotonic
         self.wall_ms = wall_ms
         self.rooms: dict[str, Room[M]] = {}
+        #: Every open connection, joined or not, in any room.
+        self.connections: set[M] = set()
+        #: One bucket per client address, shared by its connections.
+        self.address_buckets: dict[str, TokenBucket] = {}
+        self.moderation = Moderation(self)
         #: Set at shutdown: leaving members send no presence then.
         self.closing = False
         self.stats = ChatStats()
@@ -185,6 +151,8 @@ class Chat(Generic[M]):
                 for member in audience:
                     if member.bucket is not None:
                         member.bucket.reconfigure(limits.rate_messages, limits.rate_window, now)
+        for bucket in self.address_buckets.values():
+            bucket.reconfigure(config.rate_per_address, limits.rate_window, now)
 
     async def load_rooms(self, names: Iterable[str]) -> None:
         """Load the history of every named room not loaded yet."""
@@ -216,6 +184,7 @@ class Chat(Generic[M]):
     def opened(self, member: M) -> None:
         """A connection is open: place it in its site's room and greet it in its dialect."""
         member.room = self.rooms[member.site.room]
+        self.connections.add(member)
         member.dialect.opened(self, member)
 
     def received(self, member: M, data: str | bytes) -> None:
@@ -232,14 +201,25 @@ class Chat(Generic[M]):
 
     def closed(self, member: M) -> None:
         """A connection ended: leave its room and tell the others."""
+        self.connections.discard(member)
         room = member.room
         if room is None:
             return
         member.room = None
         identity = room.leave(member)
         if identity is not None and not self.closing:
-            frame = presence_frame("leave", identity[0], identity[1], len(room.members))
+            count = len(room.members)
+            frame = presence_frame("leave", *identity, count, member.moderator)
             self.outbox.broadcast(room.members, wire_frame(frame))
+
+    def remove(self, member: M, code: int, reason: str) -> None:
+        """Put a connection out (kick, ban): out of its room now, then closed.
+
+        Leaving first means nothing it still sends is heard, and everyone sees
+        it leave even before its closing handshake ends.
+        """
+        self.closed(member)
+        self.outbox.close(member, code, reason)
 
     def new_bucket(self) -> TokenBucket:
         """A rate limiter with the current limits."""
@@ -265,9 +245,12 @@ class Chat(Generic[M]):
             raise ProtocolError("already_joined", "you have already joined")
         room = self.room_of(member)
         config = self.config
-        name = room.join(member, command.name, command.avatar, config.limits.name)
+        moderator = self.moderation.admit(member, command.name, command.password)
+        name = room.join(member, command.name, command.avatar, config.limits.name, moderator)
         room.listen(member, member.dialect)
         member.name = name
+        member.moderator = moderator
+        member.joined_ms = self.wall_ms()
         member.avatar = command.avatar
         member.bucket = self.new_bucket()
         member.live_after = room.stored_id
@@ -295,14 +278,17 @@ class Chat(Generic[M]):
             title=member.site.title,
             limits=config.limits,
             history=history,
-            online=room.online(),
+            online=room.people(),
             resumed=resumed,
             gap=gap,
             epoch=room.epoch,
             more=more,
+            moderator=moderator,
+            state=self.moderation.room_rules(room).state(),
         )
         self.outbox.send(member, wire_frame(welcome))
-        frame = wire_frame(presence_frame("join", name, command.avatar, len(room.members)))
+        count = len(room.members)
+        frame = wire_frame(presence_frame("join", name, command.avatar, count, moderator))
         self.outbox.broadcast((other for other in room.members if other is not member), frame)
 
     def page(self, member: M, after: int) -> None:
@@ -320,16 +306,40 @@ class Chat(Generic[M]):
         """Rate-limit, then store; the broadcast follows the commit."""
         bucket = member.bucket
         assert bucket is not None, "a member posts only after join or open"
-        wait = bucket.take(self.monotonic())
+        room = self.room_of(member)
+        self.moderation.may_post(member, room, name)
+        now = self.monotonic()
+        shared = self._address_bucket(member.address, now)
+        # Both limits are checked before either is spent.
+        wait = max(bucket.wait(now), shared.wait(now) if shared is not None else 0.0)
         if wait > 0:
             raise ProtocolError(
                 "rate_limited", f"too many messages; wait {wait:.1f} s", retry_after=wait
             )
-        room = self.room_of(member)
+        bucket.take(now)
+        if shared is not None:
+            shared.take(now)
         now_ms = self.wall_ms()
-        message = room.create(name, avatar, text, now_ms)
+        message = room.create(name, avatar, text, now_ms, member.moderator)
         cut = self.config.retention.cut(message.id, now_ms)
         self.history.append(Entry(room.name, message, member, cut))
+
+    def _address_bucket(self, address: str, now: float) -> TokenBucket | None:
+        """The shared bucket of a client address (none for a member without one)."""
+        if not address:
+            return None
+        buckets = self.address_buckets
+        bucket = buckets.get(address)
+        if bucket is None:
+            if len(buckets) >= 4096:
+                # Forget addresses whose bucket is full again: they lose nothing.
+                for key in [k for k, b in buckets.items() if b.full(now)]:
+                    del buckets[key]
+            limits = self.config.limits
+            bucket = buckets[address] = TokenBucket(
+                self.config.rate_per_address, limits.rate_window, now
+            )
+        return bucket
 
     # What the history reports (the engine is its listener).
 
@@ -372,8 +382,13 @@ class PichatV1:
         """Nothing until the client joins."""
 
     def received(self, chat: Chat[Any], member: Any, text: str) -> None:
-        """``join``, ``say`` or ``history``."""
-        command = parse_frame(text, chat.config.limits)
+        """``join``, ``say`` or ``history``; moderator frames go to :mod:`.moderation`."""
+        frame = load_object(text)
+        kind = frame.get("type")
+        if kind in MODERATION_TYPES:
+            chat.moderation.received(member, kind, frame)
+            return
+        command = parse_object(frame, chat.config.limits)
         if isinstance(command, Join):
             chat.join(member, command)
         elif isinstance(command, HistoryRequest):

@@ -3,23 +3,35 @@
 ``pichat serve`` runs the daemon in the foreground (systemd runs it so);
 ``pichat check-config`` validates a configuration and prints it in effect;
 ``pichat backup``, ``export`` and ``restore`` work on the history
-(:mod:`.backup`, :mod:`.export`).
+(:mod:`.backup`, :mod:`.export`);
+``pichat hash-password`` makes the ``password_hash`` of a ``[[moderators]]`` entry;
+``pichat ctl`` moderates the running daemon through its control socket.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import getpass
+import json
 import logging
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import __version__
+from .addresses import parse_address
+from .control import ControlError, describe, request
+from .passwords import hash_password
 from .settings import ConfigError, Settings, config_path, dump_toml, load
 from .systemd import JournalFormatter, systemd_environment
 
 __all__ = ["EX_CONFIG", "main"]
 
 EX_CONFIG = 78  # sysexits(3): configuration error
+EX_DATAERR = 65  # sysexits(3): bad input (an empty or mismatched password, a refused request)
+EX_UNAVAILABLE = 69  # sysexits(3): the daemon cannot be reached
 
 
 class _QuietHandshakes(logging.Filter):
@@ -74,7 +86,111 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--room", metavar="ROOM", help="only this room (default: every room)")
     export.add_argument("--format", choices=("jsonl", "txt", "html"), default="jsonl")
     export.add_argument("--output", type=Path, metavar="FILE", help="default: standard output")
+    summary = "print the scrypt hash of a moderator's password (asked twice, or from stdin)"
+    commands.add_parser("hash-password", help=summary, description=summary)
+    _ctl_parser(commands)
     return parser
+
+
+def _ctl_parser(commands: Any) -> None:
+    summary = "moderate the running daemon through its control socket"
+    ctl = commands.add_parser("ctl", help=summary, description=summary)
+    ctl.add_argument("--config", type=Path, metavar="FILE", help="TOML file (finds the socket)")
+    ctl.add_argument("--json", action="store_true", help="print the answer as JSON")
+    sub = ctl.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def add(name: str, summary: str, *arguments: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=summary)
+        for argument in arguments:
+            parser.add_argument(argument)
+        return parser
+
+    add("who", "who is online: name, join time, address").add_argument("room", nargs="?")
+    add("bans", "the bans in force")
+    add("log", "the moderation log").add_argument(
+        "--since", help="a date (2026-12-01, UTC) or an age (30m, 12h, 7d)"
+    )
+    add("delete", "delete a message", "room", "id")
+    add("clear", "empty a room's history", "room")
+    add("kick", "close someone's connections (4001)", "room", "name").add_argument("--reason")
+    ban = add("ban", "ban someone online (by name) or an address", "room", "target")
+    ban.add_argument("--minutes", type=int, default=60, help="0: until lifted (default 60)")
+    ban.add_argument("--reason")
+    add("unban", "lift the bans of an address or a name", "target")
+    mute = add("mute", "let someone read but not post", "room", "name")
+    mute.add_argument("--minutes", type=int, default=10, help="0 lifts a mute (default 10)")
+    add("lock", "only moderators may post", "room")
+    add("unlock", "everyone may post again", "room")
+    add("slow", "one message per person per SECONDS (0: off)", "room", "seconds")
+    add("announce", "a message from the room itself, shown apart", "room", "text")
+
+
+def _since_ms(text: str) -> int:
+    age = re.fullmatch(r"(\d+)([mhd])", text)
+    now = datetime.datetime.now(datetime.UTC)
+    if age:
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[age.group(2)]
+        moment = now - datetime.timedelta(**{unit: int(age.group(1))})
+    else:
+        moment = datetime.datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _ctl_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The control request for ``pichat ctl`` arguments."""
+    payload: dict[str, Any] = {"command": args.action}
+    for key in ("room", "name", "reason", "minutes", "text"):
+        value = getattr(args, key, None)
+        if value is not None:
+            payload[key] = value
+    if args.action == "delete":
+        payload["id"] = int(args.id)
+    if args.action == "slow":
+        payload["seconds"] = int(args.seconds)
+    target = getattr(args, "target", None)
+    if target is not None:
+        payload["address" if parse_address(target) is not None else "name"] = target
+    if args.action == "log" and args.since:
+        payload["since_ms"] = _since_ms(args.since)
+    return payload
+
+
+def _ctl(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        payload = _ctl_request(args)
+    except ValueError as exc:
+        print(f"pichat: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    path = settings.control_path()
+    try:
+        result = request(path, payload)
+    except ControlError as exc:
+        print(f"pichat: {exc}", file=sys.stderr)
+        refused = str(exc).startswith(("cannot reach", "the daemon did not"))
+        return EX_UNAVAILABLE if refused else EX_DATAERR
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print(describe(args.action, result))
+    return 0
+
+
+def _hash_password() -> int:
+    """Read a password (twice without echo on a terminal, else one stdin line); print its hash."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Again: "):
+            print("pichat: the passwords differ", file=sys.stderr)
+            return EX_DATAERR
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("pichat: empty password", file=sys.stderr)
+        return EX_DATAERR
+    print(hash_password(password))
+    return 0
 
 
 def _history_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -116,12 +232,16 @@ def _load(path: Path | None) -> Settings | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pichat`` console script."""
     args = _parser().parse_args(argv)
+    if args.command == "hash-password":
+        return _hash_password()
     path = config_path(args.config)
     settings = _load(path)
     if settings is None:
         return EX_CONFIG
     if args.command in ("backup", "export", "restore"):
         return _history_command(args, settings)
+    if args.command == "ctl":
+        return _ctl(args, settings)
     if args.command == "check-config":
         print(f"# pichat {__version__}: configuration in effect ({path or 'no file'})")
         print(dump_toml(settings), end="")

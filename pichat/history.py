@@ -12,10 +12,11 @@ import dataclasses
 from collections.abc import Hashable
 from typing import Protocol
 
+from .bans import Ban
 from .protocol import Message
 from .retention import Cut
 
-__all__ = ["Entry", "History", "HistoryListener", "Loaded"]
+__all__ = ["Deletion", "Entry", "History", "HistoryListener", "Loaded", "LogEntry"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -30,6 +31,31 @@ class Entry:
     message: Message
     sender: Hashable
     cut: Cut
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deletion:
+    """Messages a moderator removed: the listed ids, and every id up to ``through``.
+
+    Only committed messages are deleted (the engine checks), so a deletion never
+    races the write of the message it names; ``through`` (a ``clear``) is the
+    room's newest committed id, and messages still on their way stay.
+    """
+
+    room: str
+    ids: tuple[int, ...] = ()
+    through: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One line of the moderation log: when, where, who, what, and its details as JSON."""
+
+    ms: int
+    room: str
+    actor: str
+    action: str
+    detail: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,6 +97,21 @@ class History(Protocol):
 
     async def trim(self, room: str, cut: Cut) -> int:
         """Delete what ``cut`` does not keep; returns how many messages went."""
+
+    def delete(self, deletion: Deletion) -> None:
+        """Queue the removal of messages; applied in order with the writes."""
+
+    async def load_bans(self) -> list[Ban]:
+        """Every ban stored (expired ones included; the engine drops those)."""
+
+    def save_bans(self, bans: list[Ban]) -> None:
+        """Queue a write that replaces the stored bans with ``bans``."""
+
+    def record(self, entry: LogEntry) -> None:
+        """Queue a line of the moderation log."""
+
+    async def load_log(self, since_ms: int, limit: int) -> list[LogEntry]:
+        """The newest ``limit`` log lines from ``since_ms`` on, oldest first."""
 
     @property
     def healthy(self) -> bool:

@@ -84,6 +84,7 @@ class Legacy:
     def received(self, chat: Chat[Any], member: Any, text: str) -> None:
         """A message with its author's name and avatar."""
         name, avatar, body = parse(text, chat)
+        chat.moderation.admit_legacy(chat.room_of(member), name)
         chat.post(member, name, avatar, body)
 
     def message_frame(self, message: Message) -> Frame:

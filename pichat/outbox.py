@@ -106,8 +106,10 @@ class Client(Member):
 
     __slots__ = ("connection", "pending", "queued", "closed", "join_timer")
 
-    def __init__(self, connection: Connection, site: Site, dialect: Dialect) -> None:
-        super().__init__(site, dialect)
+    def __init__(
+        self, connection: Connection, site: Site, dialect: Dialect, address: str = ""
+    ) -> None:
+        super().__init__(site, dialect, address)
         self.connection = connection
         self.pending: list[bytes] = []
         #: Bytes in ``pending``, counted when queued.
@@ -240,7 +242,7 @@ class Outbox:
         asyncio.get_running_loop().call_later(SLOW_CLIENT_GRACE, connection.transport.abort)
 
     def close(self, client: Client, code: int, reason: str) -> None:
-        """Close a client that is reading (join timeout): a normal closing handshake."""
+        """Close a client that is reading (join timeout, kick, ban): a closing handshake."""
         connection = client.connection
         if connection.protocol.state is not State.OPEN:
             return

@@ -12,10 +12,8 @@ import datetime
 import json
 import math
 import struct
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NewType, TypeGuard
-from urllib.parse import urlsplit
 
 __all__ = [
     "ERROR_CODES",
@@ -32,6 +30,7 @@ __all__ = [
     "history_frame",
     "load_object",
     "parse_frame",
+    "parse_object",
     "presence_frame",
     "validate_avatar",
     "validate_name",
@@ -40,9 +39,13 @@ __all__ = [
     "wire_frame",
 ]
 
+from .errors import ERROR_CODES, ProtocolError
+from .validation import validate_avatar, validate_name, validate_text
+
 SUBPROTOCOL = "pichat.v1"
-MAX_AVATAR_LENGTH = 500
 MAX_EPOCH_LENGTH = 64
+#: Longer than any password a person types; bounds the scrypt input.
+MAX_PASSWORD_LENGTH = 1024
 
 #: A complete WebSocket frame, header included: the only thing a client's queue
 #: takes, so that a bare JSON payload cannot be queued by mistake.
@@ -63,39 +66,6 @@ def wire_frame(payload: bytes) -> Frame:
     else:
         header = struct.pack("!BBQ", 0x81, 127, length)
     return Frame(header + payload)
-
-
-#: Every error code the server sends, with what it means (docs/protocol.md).
-ERROR_CODES: dict[str, str] = {
-    "bad_json": "the frame is not valid JSON",
-    "bad_frame": "not a JSON object, or a field has the wrong type",
-    "binary_frame": "binary frames are not spoken",
-    "unknown_type": "type missing or unknown",
-    "not_joined": "say or history before join",
-    "already_joined": "a second join on the same connection",
-    "bad_name": "name empty or with control characters",
-    "name_too_long": "name too long",
-    "bad_avatar": "avatar not empty and not an http(s) URL",
-    "bad_since": "since not null and not a non-negative integer",
-    "bad_epoch": "epoch not null and not a short string",
-    "bad_after": "after not a non-negative integer",
-    "empty_text": "text empty or only white space",
-    "text_too_long": "text too long",
-    "bad_text": "text with control characters",
-    "rate_limited": "too many messages",
-    "unavailable": "the message could not be stored",
-}
-
-
-class ProtocolError(Exception):
-    """A client frame broke a rule; becomes an ``error`` frame, never a disconnect."""
-
-    def __init__(self, code: str, detail: str, retry_after: float | None = None) -> None:
-        assert code in ERROR_CODES, code
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-        self.retry_after = retry_after
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -125,6 +95,8 @@ class Join:
     avatar: str
     since: int | None
     epoch: str | None = None
+    #: A moderator's password: needed for a reserved name, ignored for others.
+    password: str | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -155,6 +127,10 @@ class Message:
     name: str
     avatar: str
     text: str
+    #: Sent by a moderator: the page shows a badge nobody else can get.
+    moderator: bool = False
+    #: From the room itself (``pichat ctl announce``): shown apart from chat.
+    announcement: bool = False
     date: str = dataclasses.field(init=False)
     _cache: dict[str, bytes] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -163,7 +139,7 @@ class Message:
 
     def as_v1(self) -> dict[str, Any]:
         """The message as a ``pichat.v1`` object."""
-        return {
+        frame: dict[str, Any] = {
             "type": "message",
             "id": self.id,
             "date": self.date,
@@ -171,6 +147,11 @@ class Message:
             "avatar": self.avatar,
             "text": self.text,
         }
+        if self.moderator:
+            frame["moderator"] = True
+        if self.announcement:
+            frame["announcement"] = True
+        return frame
 
     def encoded(self, key: str, encode: Callable[[Message], bytes]) -> bytes:
         """``encode(self)``, computed once per ``key`` for the message's lifetime."""
@@ -200,71 +181,6 @@ def format_date(epoch_ms: int) -> str:
     """ISO 8601 UTC with milliseconds and ``Z``, e.g. ``2026-11-26T07:17:06.123Z``."""
     moment = datetime.datetime.fromtimestamp(epoch_ms // 1000, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
-
-
-def _has_control(text: str, allowed: str = "") -> bool:
-    for char in text:
-        if char in allowed:
-            continue
-        category = unicodedata.category(char)
-        # Cc: C0/C1 controls. Cs: lone surrogates. Zl/Zp: line/paragraph separators.
-        # Bidi overrides (Cf) are refused too: they let a name masquerade as another.
-        if category in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI_CONTROLS:
-            return True
-    return False
-
-
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def validate_name(value: object, limit: int) -> str:
-    """A display name, trimmed; raises ``bad_name`` or ``name_too_long``."""
-    if not isinstance(value, str):
-        raise ProtocolError("bad_name", "name must be a string")
-    name = value.strip()
-    if not name:
-        raise ProtocolError("bad_name", "name is empty")
-    if _has_control(name):
-        raise ProtocolError("bad_name", "name contains control characters")
-    if len(name) > limit:
-        raise ProtocolError("name_too_long", f"name is longer than {limit} characters")
-    return name
-
-
-def validate_avatar(value: object) -> str:
-    """An avatar URL: empty, or http(s) with a host; raises ``bad_avatar``."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ProtocolError("bad_avatar", "avatar must be a string")
-    avatar = value.strip()
-    if not avatar:
-        return ""
-    if len(avatar) > MAX_AVATAR_LENGTH:
-        raise ProtocolError("bad_avatar", f"avatar URL is longer than {MAX_AVATAR_LENGTH}")
-    if _has_control(avatar) or any(char.isspace() for char in avatar):
-        raise ProtocolError("bad_avatar", "avatar URL contains spaces or control characters")
-    try:
-        parts = urlsplit(avatar)
-        host = parts.hostname
-    except ValueError:
-        raise ProtocolError("bad_avatar", "avatar is not a URL") from None
-    if parts.scheme.lower() not in ("http", "https") or not host:
-        raise ProtocolError("bad_avatar", "avatar must be an http or https URL")
-    return avatar
-
-
-def validate_text(value: object, limit: int) -> str:
-    """Message text; raises ``empty_text``, ``text_too_long`` or ``bad_text``."""
-    if not isinstance(value, str):
-        raise ProtocolError("bad_frame", "text must be a string")
-    if not value.strip():
-        raise ProtocolError("empty_text", "text is empty")
-    if len(value) > limit:
-        raise ProtocolError("text_too_long", f"text is longer than {limit} characters")
-    if _has_control(value, allowed="\n\t"):
-        raise ProtocolError("bad_text", "text contains control characters")
-    return value
 
 
 def _bounded_int(digits: str) -> int | float:
@@ -297,7 +213,11 @@ def parse_frame(data: str, limits: Limits) -> Join | Say | HistoryRequest:
     Raises:
         ProtocolError: with the code the client gets back.
     """
-    frame = load_object(data)
+    return parse_object(load_object(data), limits)
+
+
+def parse_object(frame: dict[str, Any], limits: Limits) -> Join | Say | HistoryRequest:
+    """Validate one ``pichat.v1`` frame already decoded (moderation frames aside)."""
     kind = frame.get("type")
     if kind == "say":
         return Say(validate_text(frame.get("text"), limits.text))
@@ -308,11 +228,17 @@ def parse_frame(data: str, limits: Limits) -> Join | Say | HistoryRequest:
         epoch = frame.get("epoch")
         if epoch is not None and (not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_LENGTH):
             raise ProtocolError("bad_epoch", "epoch must be null or the epoch of a welcome")
+        password = frame.get("password")
+        if password is not None and (
+            not isinstance(password, str) or not 0 < len(password) <= MAX_PASSWORD_LENGTH
+        ):
+            raise ProtocolError("bad_password", "password must be a non-empty string")
         return Join(
             name=validate_name(frame.get("name"), limits.name),
             avatar=validate_avatar(frame.get("avatar")),
             since=since,
             epoch=epoch,
+            password=password,
         )
     if kind == "history":
         after = frame.get("after")
@@ -330,6 +256,14 @@ def dumps(value: object) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def person(name: str, avatar: str, moderator: bool = False) -> dict[str, Any]:
+    """Someone as frames show them; ``moderator`` only when true."""
+    entry: dict[str, Any] = {"name": name, "avatar": avatar}
+    if moderator:
+        entry["moderator"] = True
+    return entry
+
+
 def welcome_frame(
     *,
     name: str,
@@ -338,11 +272,13 @@ def welcome_frame(
     title: str,
     limits: Limits,
     history: Sequence[Message],
-    online: Iterable[tuple[str, str]],
+    online: Iterable[tuple[str, str] | tuple[str, str, bool]],
     resumed: bool,
     gap: bool,
     epoch: str,
     more: bool,
+    moderator: bool = False,
+    state: dict[str, Any] | None = None,
 ) -> bytes:
     """The answer to ``join``.
 
@@ -353,15 +289,16 @@ def welcome_frame(
     head = dumps(
         {
             "type": "welcome",
-            "you": {"name": name, "avatar": avatar},
+            "you": person(name, avatar, moderator),
             "room": room,
             "title": title,
             "limits": limits.as_dict(),
-            "online": [{"name": n, "avatar": a} for n, a in online],
+            "online": [person(*entry) for entry in online],
             "resumed": resumed,
             "gap": gap,
             "epoch": epoch,
             "more": more,
+            **(state or {}),
         }
     )
     return head[:-1] + b',"history":[' + b",".join(m.v1_json() for m in history) + b"]}"
@@ -373,11 +310,13 @@ def history_frame(after: int, messages: Sequence[Message], more: bool, gap: bool
     return head[:-1] + b',"messages":[' + b",".join(m.v1_json() for m in messages) + b"]}"
 
 
-def presence_frame(event: str, name: str, avatar: str, count: int) -> bytes:
+def presence_frame(
+    event: str, name: str, avatar: str, count: int, moderator: bool = False
+) -> bytes:
     """Someone joined or left; ``count`` is the number online after the event."""
-    return dumps(
-        {"type": "presence", "event": event, "name": name, "avatar": avatar, "count": count}
-    )
+    frame = {"type": "presence", "event": event, **person(name, avatar, moderator)}
+    frame["count"] = count
+    return dumps(frame)
 
 
 def error_frame(error: ProtocolError) -> bytes:

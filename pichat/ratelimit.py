@@ -35,6 +35,17 @@ class TokenBucket:
             return 0.0
         return (1.0 - self.tokens) / rate
 
+    def wait(self, now: float) -> float:
+        """Seconds until a token is available (0.0: now), spending none."""
+        rate = self.capacity / self.window
+        tokens = min(self.capacity, self.tokens + (now - self.updated) * rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / rate
+
+    def full(self, now: float) -> bool:
+        """Whether the bucket has refilled completely (forgetting it loses nothing)."""
+        rate = self.capacity / self.window
+        return self.tokens + (now - self.updated) * rate >= self.capacity
+
     def reconfigure(self, capacity: int, window: float, now: float) -> None:
         """Apply new limits (on reload) without refunding or forgiving a burst.
 

@@ -14,6 +14,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from .protocol import Message
 from .retention import Cut
+from .validation import name_key
 
 __all__ = ["Page", "Room"]
 
@@ -58,6 +59,9 @@ class Room(Generic[M]):
         # Who receives messages, by the dialect they are encoded in (a key the
         # engine chooses); joined members and listeners that never join alike.
         self.audiences: dict[Any, dict[M, None]] = {}
+        #: Joined members who are moderators (their frames carry the badge).
+        self.moderators: set[M] = set()
+        # The name keys (validation.name_key) of everyone online.
         self._taken: set[str] = set()
 
     # Membership.
@@ -65,9 +69,10 @@ class Room(Generic[M]):
     def unique_name(self, name: str, limit: int) -> str:
         """``name``, or ``name (2)``, ``name (3)``… when someone online has it.
 
-        Names compare case-insensitively; the suffix never pushes past ``limit``.
+        Names compare by :func:`~.validation.name_key` (case, width and invisible
+        characters ignored); the suffix never pushes past ``limit``.
         """
-        if name.casefold() not in self._taken:
+        if name_key(name) not in self._taken:
             return name
         number = 2
         while True:
@@ -75,16 +80,27 @@ class Room(Generic[M]):
             if len(suffix) >= limit:  # too short a limit for the readable form
                 suffix = str(number)
             candidate = name[: max(0, limit - len(suffix))].rstrip() + suffix
-            if candidate.casefold() not in self._taken:
+            if name_key(candidate) not in self._taken:
                 return candidate
             number += 1
 
-    def join(self, member: M, name: str, avatar: str, limit: int) -> str:
+    def join(self, member: M, name: str, avatar: str, limit: int, moderator: bool = False) -> str:
         """Add a member under a unique name; returns the name it got."""
         assigned = self.unique_name(name, limit)
         self.members[member] = (assigned, avatar)
-        self._taken.add(assigned.casefold())
+        self._taken.add(name_key(assigned))
+        if moderator:
+            self.moderators.add(member)
         return assigned
+
+    def taken(self, name: str) -> bool:
+        """Whether someone online has this name (compared by key)."""
+        return name_key(name) in self._taken
+
+    def named(self, name: str) -> list[M]:
+        """The members online under this name (by key): one, or none."""
+        key = name_key(name)
+        return [member for member, (own, _) in self.members.items() if name_key(own) == key]
 
     def listen(self, member: M, audience: Any) -> None:
         """Deliver the room's messages to ``member``, encoded for ``audience``."""
@@ -96,19 +112,27 @@ class Room(Generic[M]):
             audience.pop(member, None)
         identity = self.members.pop(member, None)
         if identity is not None:
-            self._taken.discard(identity[0].casefold())
+            self._taken.discard(name_key(identity[0]))
+        self.moderators.discard(member)
         return identity
 
     def online(self) -> list[tuple[str, str]]:
         """``(name, avatar)`` of everyone online, in join order."""
         return list(self.members.values())
 
+    def people(self) -> list[tuple[str, str, bool]]:
+        """``(name, avatar, moderator)`` of everyone online, in join order."""
+        moderators = self.moderators
+        return [(n, a, member in moderators) for member, (n, a) in self.members.items()]
+
     # Messages.
 
-    def create(self, name: str, avatar: str, text: str, now_ms: int) -> Message:
+    def create(
+        self, name: str, avatar: str, text: str, now_ms: int, moderator: bool = False
+    ) -> Message:
         """A new message with the next id; it enters the history once stored."""
         self.last_id += 1
-        return Message(self.last_id, now_ms, name, avatar, text)
+        return Message(self.last_id, now_ms, name, avatar, text, moderator)
 
     def append(self, message: Message) -> None:
         """Add a stored message to the history (retention is applied by :meth:`trim`)."""
@@ -126,6 +150,22 @@ class Room(Generic[M]):
             history.popleft()
             dropped += 1
         return dropped
+
+    def remove(self, message_id: int) -> Message | None:
+        """Take a retained message out of the history (a moderator deleted it)."""
+        history = self.history
+        index = self._index_after(message_id - 1)
+        if index < len(history) and history[index].id == message_id:
+            message = history[index]
+            del history[index]
+            return message
+        return None
+
+    def clear(self) -> int:
+        """Empty the history (ids go on from ``last_id``); returns how many went."""
+        count = len(self.history)
+        self.history.clear()
+        return count
 
     def recent(self, count: int, budget: int) -> list[Message]:
         """The newest messages, at most ``count`` and ``budget`` bytes, oldest first."""

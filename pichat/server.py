@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import http
-import ipaddress
 import logging
 import time
 from typing import TYPE_CHECKING, cast
@@ -27,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import __version__
+from .addresses import address_key, client_address, parse_networks
 from .chat import V1, Chat, ChatConfig, Dialect
 from .legacy import LEGACY
 from .metrics import Metrics
@@ -52,23 +52,6 @@ JOIN_TIMEOUT_CODE = 4008
 
 #: Every dialect by its subprotocol name; a client offering none speaks pichat.v1.
 DIALECTS: dict[str, Dialect] = {dialect.subprotocol: dialect for dialect in (V1, LEGACY)}
-
-
-def address_key(address: str) -> str:
-    """What the per-address limit counts: the address, or its /64 for IPv6.
-
-    One IPv6 subscriber gets a whole /64 (usually far more), so counting single
-    addresses would let one household open unlimited connections.
-    """
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 class ChatServer:
@@ -106,6 +89,7 @@ class ChatServer:
     def apply(self, settings: Settings) -> None:
         """Take a configuration: sites, limits, retention (rooms are loaded separately)."""
         self.settings = settings
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
         self.sites = SiteTable.from_settings(settings)
         self.chat.configure(ChatConfig.from_settings(settings))
         self.outbox.limit = settings.send_queue_bytes
@@ -115,6 +99,10 @@ class ChatServer:
     async def load_rooms(self) -> None:
         """Load the history of every configured room not loaded yet."""
         await self.chat.load_rooms(self.sites.rooms())
+
+    async def load_bans(self) -> None:
+        """Take the bans stored in the history (at startup)."""
+        await self.chat.moderation.load()
 
     async def expire(self) -> None:
         """Apply retention to every room, in memory and in the history."""
@@ -183,8 +171,17 @@ class ChatServer:
                 "Forbidden: origin not allowed\n",
                 f"origin {headers.get('Origin')!r} not allowed for {site.label}",
             )
-        address = str(connection.remote_address[0]) if connection.remote_address else ""
+        peer = str(connection.remote_address[0]) if connection.remote_address else ""
+        header = self.settings.proxy_header
+        address = client_address(peer, header, headers.get_all(header), self.trusted_proxies)
         key = address_key(address)
+        if self.chat.moderation.banned_address(key) is not None:
+            return self._refuse(
+                "banned",
+                http.HTTPStatus.FORBIDDEN,
+                "Forbidden: this address is banned from the chat\n",
+                f"banned address {key}",
+            )
         if len(self._reserved) >= self.settings.max_connections:
             return self._refuse(
                 "total",
@@ -259,7 +256,7 @@ class ChatServer:
             conn.request.headers = Headers()
         if conn.response is not None:
             conn.response.headers = Headers()
-        client = Client(conn, site, dialect)
+        client = Client(conn, site, dialect, self._reserved.get(connection, ""))
         self.outbox.add(client)
         self._status_later()
         if dialect.joins:

@@ -34,9 +34,14 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from .addresses import parse_networks
+from .passwords import parse_hash
+from .validation import has_control, name_key
+
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "ConfigError",
+    "ModeratorConfig",
     "RoomName",
     "ServerNames",
     "Settings",
@@ -75,6 +80,10 @@ def _check_server_names(names: list[str]) -> list[str]:
         if not _HOSTNAME_RE.match(name):
             raise ValueError(f"{name!r} is not a host name")
     return cleaned
+
+
+def _check_proxies(entries: list[str]) -> list[str]:
+    return [str(network) for network in parse_networks(entries)]
 
 
 def _check_document_root(path: Path) -> Path:
@@ -118,6 +127,27 @@ class SiteConfig(BaseModel):
     allowed_origins: Origins = []
 
 
+def _check_moderator_name(name: str) -> str:
+    name = name.strip()
+    if not name or has_control(name) or not name_key(name):
+        raise ValueError("a moderator's name must have visible characters and no controls")
+    return name
+
+
+def _check_password_hash(text: str) -> str:
+    parse_hash(text)  # raises ValueError naming the problem
+    return text
+
+
+class ModeratorConfig(BaseModel):
+    """One ``[[moderators]]`` table: a reserved name and the hash of its password."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(max_length=256), AfterValidator(_check_moderator_name)]
+    password_hash: Annotated[str, AfterValidator(_check_password_hash)] = Field(repr=False)
+
+
 class Settings(BaseSettings):
     """Every setting of the daemon, with its embedded default.
 
@@ -137,6 +167,8 @@ class Settings(BaseSettings):
 
     # Files.
     state_dir: Path = Path("var")
+    # pichat ctl's Unix socket; "" = control.sock in state_dir.
+    control_socket: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # The default site: answers any Host that no [[sites]] entry names.
@@ -148,6 +180,13 @@ class Settings(BaseSettings):
     # Set: a WebSocket upgrade for a Host no site names is refused (DNS rebinding).
     server_names: ServerNames = []
     sites: list[SiteConfig] = []
+
+    # Reverse proxies whose forwarded-address header is believed (addresses or CIDR).
+    trusted_proxies: Annotated[list[str], AfterValidator(_check_proxies)] = []
+    proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+
+    # Moderation: reserved names and their password hashes (`pichat hash-password`).
+    moderators: list[ModeratorConfig] = []
 
     # History.
     history_replay: int = Field(100, ge=0, le=100_000)
@@ -162,6 +201,8 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
     rate_messages: int = Field(10, ge=1)
     rate_window: float = Field(10.0, gt=0)
+    # All connections from one client address together, per rate_window.
+    rate_messages_per_ip: int = Field(30, ge=1)
     max_connections: int = Field(5000, ge=1)
     max_connections_per_ip: int = Field(100, ge=1)
     send_queue_bytes: int = Field(1024 * 1024, ge=16 * 1024)
@@ -190,6 +231,20 @@ class Settings(BaseSettings):
         if bool(self.tls_certificate) != bool(self.tls_private_key):
             missing = "tls_private_key" if self.tls_certificate else "tls_certificate"
             raise ValueError(f"{missing}: tls_certificate and tls_private_key go together")
+        keys: dict[str, int] = {}
+        for index, moderator in enumerate(self.moderators):
+            key = name_key(moderator.name)
+            if key in keys:
+                raise ValueError(
+                    f"moderators[{index}].name: {moderator.name!r} is the same name as "
+                    f"moderators[{keys[key]}]"
+                )
+            keys[key] = index
+            if len(moderator.name) > self.max_name_length:
+                raise ValueError(
+                    f"moderators[{index}].name: longer than max_name_length "
+                    f"({self.max_name_length})"
+                )
         if self.history_replay > self.history_max_messages:
             raise ValueError(
                 f"history_replay ({self.history_replay}) exceeds history_max_messages "
@@ -209,6 +264,10 @@ class Settings(BaseSettings):
         # The TOML file's content arrives as init arguments (see load()); the
         # environment must win over it, so it comes first.
         return env_settings, init_settings
+
+    def control_path(self) -> Path:
+        """Where the control socket is (``control_socket``, else in ``state_dir``)."""
+        return Path(self.control_socket) if self.control_socket else self.state_dir / "control.sock"
 
     def site_document_root(self, site: SiteConfig) -> Path:
         """The directory a site serves: its own, else the top-level one."""
@@ -309,12 +368,12 @@ def dump_toml(settings: Settings) -> str:
     tables = []
     for name in Settings.model_fields:
         value = getattr(settings, name)
-        if name == "sites":
-            for site in value:
+        if name in ("sites", "moderators"):
+            for entry in value:
                 tables.append("")
-                tables.append("[[sites]]")
-                for key in SiteConfig.model_fields:
-                    item = getattr(site, key)
+                tables.append(f"[[{name}]]")
+                for key in type(entry).model_fields:
+                    item = getattr(entry, key)
                     if item is not None:
                         tables.append(f"{key} = {_toml_value(item)}")
         else:

@@ -24,9 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from .history import Entry, HistoryListener, Loaded
+from .bans import Ban
+from .history import Deletion, Entry, HistoryListener, Loaded, LogEntry
 from .protocol import Message
 from .retention import Cut
+from .schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
     "HISTORY_FILE",
@@ -40,31 +42,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: One script per schema version; ``PRAGMA user_version`` records the last applied.
-MIGRATIONS: tuple[str, ...] = (
-    # 1: messages per room, and each room's highest id so ids are never reused
-    # even after retention dropped every message.
-    """
-    CREATE TABLE messages (
-        room TEXT NOT NULL,
-        id INTEGER NOT NULL,
-        ms INTEGER NOT NULL,
-        name TEXT NOT NULL,
-        avatar TEXT NOT NULL,
-        text TEXT NOT NULL,
-        PRIMARY KEY (room, id)
-    ) WITHOUT ROWID;
-    CREATE TABLE rooms (
-        room TEXT PRIMARY KEY,
-        last_id INTEGER NOT NULL
-    ) WITHOUT ROWID;
-    """,
-    # 2: each room's epoch, the identity of its history ('' until first loaded).
-    """
-    ALTER TABLE rooms ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _T = TypeVar("_T")
 
@@ -77,6 +54,10 @@ LOCK_FILE = "pichat.lock"
 def new_epoch() -> str:
     """A fresh epoch: random, so a replaced database never repeats an old one."""
     return secrets.token_urlsafe(12)
+
+
+def _message(row: tuple[int, int, str, str, str, int, int]) -> Message:
+    return Message(*row[:5], moderator=bool(row[5]), announcement=bool(row[6]))
 
 
 class StoreError(Exception):
@@ -141,6 +122,8 @@ class Store:
         )
         self._db: sqlite3.Connection | None = None
         self._pending: list[Entry] = []
+        # Deletions and ban writes, applied before the next batch of messages.
+        self._changes: list[Callable[[sqlite3.Connection], None]] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
@@ -244,8 +227,8 @@ class Store:
         assert self._db is not None
         db = self._db
         rows = db.execute(
-            "SELECT id, ms, name, avatar, text FROM messages WHERE room = ? "
-            "ORDER BY id DESC LIMIT ?",
+            "SELECT id, ms, name, avatar, text, moderator, announcement FROM messages "
+            "WHERE room = ? ORDER BY id DESC LIMIT ?",
             (room, limit),
         ).fetchall()
         row = db.execute("SELECT last_id, epoch FROM rooms WHERE room = ?", (room,)).fetchone()
@@ -259,7 +242,7 @@ class Store:
                 "DO UPDATE SET epoch = excluded.epoch",
                 (room, last_id, epoch),
             )
-        return Loaded([Message(*r) for r in reversed(rows)], last_id, epoch)
+        return Loaded([_message(r) for r in reversed(rows)], last_id, epoch)
 
     async def messages_after(self, room: str, after: int, limit: int) -> list[Message]:
         """Up to ``limit`` stored messages of ``room`` with an id above ``after``."""
@@ -267,11 +250,11 @@ class Store:
         def query() -> list[Message]:
             assert self._db is not None
             rows = self._db.execute(
-                "SELECT id, ms, name, avatar, text FROM messages WHERE room = ? AND id > ? "
-                "ORDER BY id LIMIT ?",
+                "SELECT id, ms, name, avatar, text, moderator, announcement FROM messages "
+                "WHERE room = ? AND id > ? ORDER BY id LIMIT ?",
                 (room, after, limit),
             ).fetchall()
-            return [Message(*r) for r in rows]
+            return [_message(r) for r in rows]
 
         return await self._call(query)
 
@@ -282,11 +265,105 @@ class Store:
         self._pending.append(entry)
         self._wakeup.set()
 
+    def delete(self, deletion: Deletion) -> None:
+        """Queue the removal of messages (before the next batch of messages)."""
+
+        def change(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "DELETE FROM messages WHERE room = ? AND id = ?",
+                [(deletion.room, id_) for id_ in deletion.ids],
+            )
+            if deletion.through:
+                db.execute(
+                    "DELETE FROM messages WHERE room = ? AND id <= ?",
+                    (deletion.room, deletion.through),
+                )
+
+        self._changes.append(change)
+        self._wakeup.set()
+
+    async def load_bans(self) -> list[Ban]:
+        """Every stored ban."""
+
+        def query() -> list[Ban]:
+            assert self._db is not None
+            rows = self._db.execute(
+                "SELECT address, name, until_ms, reason, room, by, created_ms, label FROM bans "
+                "ORDER BY created_ms"
+            ).fetchall()
+            return [Ban(*row) for row in rows]
+
+        try:
+            return await self._call(query)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the bans: {exc}") from exc
+
+    def save_bans(self, bans: list[Ban]) -> None:
+        """Queue replacing the stored bans with ``bans`` (they are few)."""
+        rows = [
+            (b.address, b.name, b.until_ms, b.reason, b.room, b.by, b.created_ms, b.label)
+            for b in bans
+        ]
+
+        def change(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM bans")
+            db.executemany("INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+        self._changes.append(change)
+        self._wakeup.set()
+
+    def record(self, entry: LogEntry) -> None:
+        """Queue a line of the moderation log."""
+
+        def change(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO modlog (ms, room, actor, action, detail) VALUES (?, ?, ?, ?, ?)",
+                (entry.ms, entry.room, entry.actor, entry.action, entry.detail),
+            )
+
+        self._changes.append(change)
+        self._wakeup.set()
+
+    async def load_log(self, since_ms: int, limit: int) -> list[LogEntry]:
+        """The newest ``limit`` log lines from ``since_ms`` on, oldest first."""
+
+        def query() -> list[LogEntry]:
+            assert self._db is not None
+            rows = self._db.execute(
+                "SELECT ms, room, actor, action, detail FROM modlog WHERE ms >= ? "
+                "ORDER BY seq DESC LIMIT ?",
+                (since_ms, limit),
+            ).fetchall()
+            return [LogEntry(*row) for row in reversed(rows)]
+
+        return await self._call(query)
+
+    def _apply(self, changes: list[Callable[[sqlite3.Connection], None]]) -> None:
+        assert self._db is not None
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            for change in changes:
+                change(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
     async def _write_loop(self, listener: HistoryListener) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             batch, self._pending = self._pending, []
+            changes, self._changes = self._changes, []
+            if changes:
+                try:
+                    await self._call(functools.partial(self._apply, changes))
+                except (sqlite3.Error, OSError) as exc:
+                    # Memory already changed; the database catches up on the next
+                    # deletion or ban, or the moderator repeats it after a restart.
+                    logger.error("cannot store a moderation change: %s (%s)", exc, self.path)
             if batch:
                 try:
                     await self._call(functools.partial(self._write, batch))
@@ -304,7 +381,7 @@ class Store:
                         )
                         self._failed_messages = 0
                     listener.committed(batch)
-            if self._closing and not self._pending:
+            if self._closing and not self._pending and not self._changes:
                 return
 
     def _write(self, batch: list[Entry]) -> None:
@@ -315,7 +392,8 @@ class Store:
         db.execute("BEGIN")
         try:
             db.executemany(
-                "INSERT INTO messages (room, id, ms, name, avatar, text) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (room, id, ms, name, avatar, text, moderator, announcement) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         e.room,
@@ -324,6 +402,8 @@ class Store:
                         e.message.name,
                         e.message.avatar,
                         e.message.text,
+                        int(e.message.moderator),
+                        int(e.message.announcement),
                     )
                     for e in batch
                 ],

@@ -42,11 +42,13 @@ def toml_value(value: Any) -> str:
 
 
 def render_toml(config: dict[str, Any]) -> str:
-    """A TOML document from flat keys plus a ``sites`` list of tables."""
-    lines = [f"{key} = {toml_value(value)}" for key, value in config.items() if key != "sites"]
-    for site in config.get("sites", []):
-        lines.append("\n[[sites]]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in site.items()]
+    """A TOML document from flat keys plus ``sites`` and ``moderators`` lists of tables."""
+    tables = ("sites", "moderators")
+    lines = [f"{key} = {toml_value(value)}" for key, value in config.items() if key not in tables]
+    for table in tables:
+        for entry in config.get(table, []):
+            lines.append(f"\n[[{table}]]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in entry.items()]
     return "\n".join(lines) + "\n"
 
 

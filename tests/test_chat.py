@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from pichat.bans import Ban
 from pichat.chat import V1, Chat, ChatConfig, Dialect, Member
-from pichat.history import Entry, HistoryListener, Loaded
+from pichat.history import Deletion, Entry, HistoryListener, Loaded, LogEntry
 from pichat.legacy import LEGACY
 from pichat.protocol import Frame, Limits, Message
 from pichat.retention import Cut, Retention
@@ -52,6 +53,7 @@ class FakeOutbox:
     def __init__(self) -> None:
         self.log: list[tuple[Member, Frame]] = []
         self.broadcasts: list[tuple[list[Member], Frame]] = []
+        self.closed: list[tuple[Member, int, str]] = []
 
     def send(self, member: Member, frame: Frame) -> None:
         self.log.append((member, frame))
@@ -60,6 +62,9 @@ class FakeOutbox:
         audience = list(members)
         self.broadcasts.append((audience, frame))
         self.log.extend((member, frame) for member in audience)
+
+    def close(self, member: Member, code: int, reason: str) -> None:
+        self.closed.append((member, code, reason))
 
     def frames(self, member: Member) -> list[Any]:
         """Everything queued for ``member``, decoded, oldest first."""
@@ -85,6 +90,9 @@ class FakeHistory:
         self.appended: list[Entry] = []
         self.trimmed: list[tuple[str, Cut]] = []
         self.trim_result = 0
+        self.deletions: list[Deletion] = []
+        self.bans: list[Ban] = []
+        self.log: list[LogEntry] = []
         self.listener: HistoryListener | None = None
         self.healthy = True
 
@@ -104,6 +112,21 @@ class FakeHistory:
     async def trim(self, room: str, cut: Cut) -> int:
         self.trimmed.append((room, cut))
         return self.trim_result
+
+    def delete(self, deletion: Deletion) -> None:
+        self.deletions.append(deletion)
+
+    async def load_bans(self) -> list[Ban]:
+        return list(self.bans)
+
+    def save_bans(self, bans: list[Ban]) -> None:
+        self.bans = list(bans)
+
+    def record(self, entry: LogEntry) -> None:
+        self.log.append(entry)
+
+    async def load_log(self, since_ms: int, limit: int) -> list[LogEntry]:
+        return [e for e in self.log if e.ms >= since_ms][-limit:]
 
     def take(self) -> list[Entry]:
         """What was appended since the last take: the next batch to commit or fail."""
@@ -145,9 +168,9 @@ class Harness:
         self.room: Room[Member] = Room("lobby", EPOCH, history, last_id)
         self.chat.rooms["lobby"] = self.room
 
-    def connect(self, dialect: Dialect = V1, site: Site = SITE) -> Member:
-        """A new open connection in ``dialect``."""
-        member = Member(site, dialect)
+    def connect(self, dialect: Dialect = V1, site: Site = SITE, address: str = "") -> Member:
+        """A new open connection in ``dialect``, from ``address``."""
+        member = Member(site, dialect, address)
         self.chat.opened(member)
         return member
 
@@ -155,9 +178,9 @@ class Harness:
         """A JSON text frame from ``member``."""
         self.chat.received(member, json.dumps(fields))
 
-    def join(self, name: str, **fields: Any) -> tuple[Member, Any]:
+    def join(self, name: str, address: str = "", **fields: Any) -> tuple[Member, Any]:
         """A new pichat.v1 connection that joins; returns it and its welcome."""
-        member = self.connect()
+        member = self.connect(address=address)
         self.send(member, type="join", name=name, **fields)
         welcome = self.outbox.last(member)
         assert welcome["type"] == "welcome", welcome
@@ -220,6 +243,8 @@ def test_join_gets_a_welcome_with_history() -> None:
         "gap": False,
         "epoch": EPOCH,
         "more": False,
+        "locked": False,
+        "slow": 0,
         "history": [m.as_v1() for m in history],
     }
     assert h.outbox.frames(member) == [welcome]

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from pichat.protocol import ERROR_CODES
-from pichat.settings import Settings, SiteConfig
+from pichat.settings import ModeratorConfig, Settings, SiteConfig
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -17,16 +17,18 @@ def _documented_keys(text: str) -> set[str]:
 
 
 def test_configuration_md_lists_every_setting() -> None:
-    """docs/configuration.md has a row for every Settings and Site field."""
+    """docs/configuration.md has a row for every Settings, Site and Moderator field."""
     documented = _documented_keys((DOCS / "configuration.md").read_text())
-    assert set(Settings.model_fields) | set(SiteConfig.model_fields) <= documented
+    fields = set(Settings.model_fields) | set(SiteConfig.model_fields)
+    assert fields | set(ModeratorConfig.model_fields) <= documented
 
 
 def test_configuration_md_gives_each_default() -> None:
     """The default column of docs/configuration.md matches the model's defaults."""
     text = (DOCS / "configuration.md").read_text()
     for name, field in Settings.model_fields.items():
-        if name == "sites":
+        if name in ("sites", "moderators"):
+            assert re.search(rf"^\| `{name}` \| `\[\]` \|", text, flags=re.MULTILINE), name
             continue
         row = re.search(rf"^\| `{name}` \| `([^`]*)` \|", text, flags=re.MULTILINE)
         assert row, name

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pichat import __version__
+from pichat.passwords import hash_password, parse_hash, verify_password
 from pichat.settings import (
     ConfigError,
     Settings,
@@ -420,3 +421,78 @@ def test_serve_with_bad_config_exits_78(workdir: Path) -> None:
     result = pichat("serve", "--config", str(path), cwd=workdir)
     assert result.returncode == 78
     assert "  port:" in result.stderr and "  colour:" in result.stderr
+
+
+# Moderators.
+
+HASH = hash_password("pw", n=16)
+
+
+def test_moderators_load_and_round_trip(workdir: Path) -> None:
+    """[[moderators]] tables load, and check-config's TOML loads back the same."""
+    s = load(write(workdir, f'[[moderators]]\nname = "Alice"\npassword_hash = "{HASH}"\n'))
+    assert [(m.name, m.password_hash) for m in s.moderators] == [("Alice", HASH)]
+    assert Settings(**tomllib.loads(dump_toml(s))) == s
+    assert HASH not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ('name = "a"\npassword_hash = "hunter2"', "moderators[0].password_hash"),
+        (
+            'name = "a"\npassword_hash = "scrypt$3$8$1$AAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA"',
+            "moderators[0].password_hash",
+        ),
+        (f'name = "\u200b"\npassword_hash = "{HASH}"', "moderators[0].name"),
+        (f'name = "{"x" * 40}"\npassword_hash = "{HASH}"', "moderators[0].name"),
+        (f'password_hash = "{HASH}"', "moderators[0].name"),
+    ],
+)
+def test_bad_moderator_is_a_config_error(workdir: Path, body: str, where: str) -> None:
+    """A bad hash, an invisible or too long name, a missing name: the key is named."""
+    (line,) = problems(write(workdir, f"[[moderators]]\n{body}\n"))
+    assert line.startswith(where) or where in line, line
+
+
+def test_moderator_names_are_unique_by_key(workdir: Path) -> None:
+    """Two moderators whose names differ only in case or width are refused."""
+    text = "".join(
+        f'[[moderators]]\nname = "{name}"\npassword_hash = "{HASH}"\n' for name in ("bob", "ＢＯＢ")
+    )
+    (line,) = problems(write(workdir, text))
+    assert "moderators[1].name" in line and "moderators[0]" in line
+
+
+def test_hash_password_reads_stdin(workdir: Path) -> None:
+    """pichat hash-password hashes one stdin line (no config needed); empty input is 65."""
+    run = subprocess.run(
+        [sys.executable, "-m", "pichat", "hash-password"],
+        input="s3cret\n",
+        env={**os.environ, "PICHAT_PORT": "not a port"},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    hashed = run.stdout.strip()
+    assert hashed.startswith("scrypt$") and "s3cret" not in hashed
+    assert verify_password("s3cret", parse_hash(hashed))
+    empty = subprocess.run(
+        [sys.executable, "-m", "pichat", "hash-password"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert empty.returncode == 65 and "empty" in empty.stderr
+
+
+def test_trusted_proxies_are_networks(workdir: Path) -> None:
+    """trusted_proxies takes addresses and networks, normalised; a bad one is named."""
+    s = load(write(workdir, 'trusted_proxies = ["127.0.0.1", "10.1.2.3/8", "::1"]\n'))
+    assert s.trusted_proxies == ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]
+    (line,) = problems(write(workdir, 'trusted_proxies = ["proxy.lan"]\n'))
+    assert line.startswith("trusted_proxies") and "'proxy.lan'" in line

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pichat.history import Entry, Loaded
+from pichat.bans import Ban
+from pichat.history import Deletion, Entry, Loaded
 from pichat.protocol import Message
 from pichat.retention import Cut, Retention
 from pichat.store import SCHEMA_VERSION, Store, StoreError
@@ -371,3 +372,53 @@ async def test_close_writes_what_is_queued(tmp_path: Path) -> None:
     assert recorder.count(recorder.committed_batches) == 5
     async with opened(path) as (store, _):
         assert (await store.load("lobby", 10)).last_id == 5
+
+
+# Moderation: deletions, the moderator badge, bans.
+
+
+async def test_deletions_and_clear_reach_the_database(tmp_path: Path) -> None:
+    """delete() removes the listed ids, ``through`` every id up to it; last_id stays."""
+    path = tmp_path / "h.sqlite3"
+    async with opened(path) as (store, recorder):
+        await store.load("lobby", 10)
+        for number in range(1, 6):
+            store.append(entry(number))
+        await recorder.wait_committed(5)
+        store.delete(Deletion("lobby", (2, 4)))
+    async with opened(path) as (store, _):
+        loaded = await store.load("lobby", 10)
+        assert [m.id for m in loaded.messages] == [1, 3, 5]
+        store.delete(Deletion("lobby", through=5))
+    async with opened(path) as (store, _):
+        loaded = await store.load("lobby", 10)
+    assert loaded.messages == [] and loaded.last_id == 5
+
+
+async def test_moderator_badge_is_stored(tmp_path: Path) -> None:
+    """A moderator's message loads back with moderator=True."""
+    path = tmp_path / "h.sqlite3"
+    async with opened(path) as (store, recorder):
+        store.append(Entry("lobby", Message(1, 1000, "alice", "", "hi", True), None, KEEP_ALL))
+        store.append(entry(2))
+        await recorder.wait_committed(2)
+    async with opened(path) as (store, _):
+        loaded = await store.load("lobby", 10)
+        after = await store.messages_after("lobby", 0, 10)
+    assert [m.moderator for m in loaded.messages] == [True, False]
+    assert [m.moderator for m in after] == [True, False]
+
+
+async def test_bans_are_saved_and_replaced(tmp_path: Path) -> None:
+    """save_bans() replaces the stored bans; they load back after a reopen."""
+    path = tmp_path / "h.sqlite3"
+    first = Ban("192.0.2.1", "bob", 0, "spam", "lobby", "alice", 5, "Bob")
+    second = Ban("", "carol", 99, "", "lobby", "alice", 6, "carol")
+    async with opened(path) as (store, _):
+        assert await store.load_bans() == []
+        store.save_bans([first, second])
+    async with opened(path) as (store, _):
+        assert await store.load_bans() == [first, second]
+        store.save_bans([second])
+    async with opened(path) as (store, _):
+        assert await store.load_bans() == [second]

@@ -1,5 +1,6 @@
 // Wiring: the join form, the composer, the status line and the frames from the server.
 
+import { Moderation, closedText, moderationErrorText } from "./moderation.js";
 import { Transport, socketUrl } from "./transport.js";
 import { LogView, OnlineView, avatar, isHttpUrl } from "./view.js";
 
@@ -14,9 +15,27 @@ const JOIN_ERRORS = new Set([
   "bad_since",
   "bad_epoch",
   "already_joined",
+  "name_reserved",
+  "bad_password",
+  "name_banned",
 ]);
 const GAP_NOTICE = "Some messages were sent while you were away and are no longer kept.";
 const RESET_NOTICE = "The chat history was reset on the server; showing the current history.";
+// The errors that answer a `say`: its text goes back to the box.
+const SAY_ERRORS = new Set([
+  "rate_limited",
+  "text_too_long",
+  "empty_text",
+  "bad_text",
+  "not_joined",
+  "muted",
+  "room_locked",
+  "unavailable",
+  "bad_json",
+  "bad_frame",
+]);
+// Join refusals that a moderator's password answers: the form shows its field.
+const PASSWORD_ERRORS = new Set(["name_reserved", "bad_password"]);
 // What the server refuses in names and texts: controls, lone surrogates, line and
 // paragraph separators, and bidi overrides (they let a name pass for another).
 const NAME_CONTROL = /[\p{Cc}\p{Cs}\p{Zl}\p{Zp}\u202a-\u202e\u2066-\u2069]/u;
@@ -35,6 +54,8 @@ const ui = {
   joinForm: $("join-form"),
   joinName: $("join-name"),
   joinAvatar: $("join-avatar"),
+  joinPassword: $("join-password"),
+  joinPasswordField: $("join-password-field"),
   joinPreview: $("join-preview"),
   joinError: $("join-error"),
   chat: $("chat"),
@@ -52,6 +73,8 @@ const state = {
   limits: { text: 2000, name: 32, rate_messages: 10, rate_window: 10 },
   name: "",
   avatar: "",
+  // A moderator's password: kept in memory for reconnects, never stored.
+  password: "",
   you: null,
   // True between a `welcome` and the end of that connection.
   joined: false,
@@ -73,6 +96,13 @@ const state = {
 
 const log = new LogView($("log"), $("new-messages"));
 const online = new OnlineView($("online-list"), $("online-count"));
+const moderation = new Moderation(
+  (frame) => state.transport !== null && state.transport.send(frame),
+  $("room-state"),
+  $("lock-room"),
+);
+log.decorate = (item, message) => moderation.decorateMessage(item, message);
+online.decorate = (item, person) => moderation.decoratePerson(item, person);
 
 /** Length as the server counts it (code points, not UTF-16 units). */
 function length(text) {
@@ -163,9 +193,10 @@ function showChat() {
   ui.joinError.textContent = "";
 }
 
-function join(name, avatarUrl) {
+function join(name, avatarUrl, password = "") {
   state.name = name;
   state.avatar = avatarUrl;
+  state.password = password;
   store(STORE_NAME, name);
   store(STORE_AVATAR, avatarUrl);
   try {
@@ -175,13 +206,11 @@ function join(name, avatarUrl) {
   }
   showChat();
   if (!state.transport) {
-    state.transport = new Transport(socketUrl(location), (since, epoch) => ({
-      type: "join",
-      name: state.name,
-      avatar: state.avatar,
-      since,
-      epoch,
-    }));
+    state.transport = new Transport(socketUrl(location), (since, epoch) => {
+      const hello = { type: "join", name: state.name, avatar: state.avatar, since, epoch };
+      if (state.password) hello.password = state.password;
+      return hello;
+    });
     state.transport.addEventListener("state", onState);
     state.transport.addEventListener("frame", (event) => onFrame(event.detail));
     state.transport.addEventListener("close", onClose);
@@ -256,6 +285,12 @@ function onClose(event) {
   // What was held is fetched again: the cursor never passed it.
   state.catchUp = null;
   if (wasJoined) console.info("pichat: connection closed", event.detail.code, event.detail.reason);
+  const final = closedText(event.detail.code, event.detail.reason);
+  if (final !== null) {
+    // Kicked or banned: no automatic reconnection; the form offers to join again.
+    leave(final);
+    return;
+  }
   updateComposer();
 }
 
@@ -274,12 +309,27 @@ function onFrame(frame) {
       onHistoryPage(frame);
       break;
     case "presence":
-      if (frame.event === "join") online.join({ name: frame.name, avatar: frame.avatar }, frame.count);
+      if (frame.event === "join") {
+        online.join({ name: frame.name, avatar: frame.avatar, moderator: frame.moderator }, frame.count);
+      }
       else if (frame.event === "leave") online.leave(frame.name, frame.count);
       log.addPresence(frame.event, String(frame.name));
       break;
     case "error":
       onError(frame);
+      break;
+    case "deleted":
+      log.remove(frame.id);
+      break;
+    case "cleared":
+      log.clearMessages();
+      log.addNotice("A moderator cleared the room's history.");
+      break;
+    case "room":
+      moderation.room(frame);
+      break;
+    case "done":
+      log.addNotice(`Done: ${frame.action}${frame.name ? ` ${frame.name}` : ""}.`);
       break;
     default:
       console.warn("pichat: unknown frame type", frame.type, frame);
@@ -293,6 +343,7 @@ function onWelcome(frame) {
   const replaced = state.transport.welcomed(frame);
   state.joined = true;
   state.you = frame.you;
+  moderation.welcome(frame);
   log.setMe(frame.you.name);
   online.setMe(frame.you.name);
   applySite(frame);
@@ -387,6 +438,8 @@ function onMessages(messages, { live = true } = {}) {
 
 function errorText(frame) {
   const limits = state.limits;
+  const moderationText = moderationErrorText(frame);
+  if (moderationText !== null) return moderationText;
   switch (frame.code) {
     case "rate_limited": {
       const wait = Number(frame.retry_after);
@@ -416,7 +469,16 @@ function errorText(frame) {
 function onError(frame) {
   if (JOIN_ERRORS.has(frame.code)) {
     leave();
-    siteLoaded.then(() => showJoin(errorText(frame)));
+    if (PASSWORD_ERRORS.has(frame.code)) ui.joinPasswordField.hidden = false;
+    siteLoaded.then(() => {
+      showJoin(errorText(frame));
+      if (PASSWORD_ERRORS.has(frame.code)) ui.joinPassword.focus();
+    });
+    return;
+  }
+  if (!SAY_ERRORS.has(frame.code)) {
+    // Not the answer to a `say` (a moderator's action): say so, keep the box as it is.
+    ui.composerError.textContent = errorText(frame);
     return;
   }
   if (frame.code === "bad_after" && state.catchUp) {
@@ -494,7 +556,8 @@ ui.joinForm.addEventListener("submit", (event) => {
     showJoin(problem);
     return;
   }
-  join(name, avatarUrl);
+  join(name, avatarUrl, ui.joinPassword.value);
+  ui.joinPassword.value = "";
 });
 ui.joinName.addEventListener("input", updatePreview);
 ui.joinAvatar.addEventListener("change", updatePreview);

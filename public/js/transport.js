@@ -17,6 +17,8 @@ export function welcomeEpoch(frame) {
   const epoch = frame.epoch;
   return typeof epoch === "string" && epoch !== "" && epoch.length <= MAX_EPOCH_LENGTH ? epoch : null;
 }
+/** Close codes that end the session: kicked (4001) and banned (4003). No retry. */
+export const FINAL_CODES = new Set([4001, 4003]);
 
 /** The WebSocket URL for the page at `location`: same host, `wss:` under https. */
 export function socketUrl(location) {
@@ -164,6 +166,10 @@ export class Transport extends EventTarget {
           detail: { code: event.code, reason: event.reason, wasClean: event.wasClean },
         }),
       );
+      if (FINAL_CODES.has(event.code)) {
+        this.setState("stopped");
+        return;
+      }
       this.scheduleRetry();
     };
   }

@@ -165,6 +165,8 @@ export class LogView {
     this.lastId = -Infinity;
     this.unseenBelow = 0;
     this.me = null;
+    // Called with each new message element (moderation adds its badge and menu).
+    this.decorate = null;
     log.addEventListener("scroll", () => {
       if (this.atBottom()) this.hideNewButton();
     }, { passive: true });
@@ -241,6 +243,7 @@ export class LogView {
     const mine = this.me !== null && message.name === this.me;
     const item = MESSAGE.cloneNode(true);
     if (mine) item.classList.add("mine");
+    if (message.announcement === true) item.classList.add("announcement");
     item.dataset.id = String(message.id);
     const body = item.firstChild;
     const meta = body.firstChild;
@@ -250,7 +253,23 @@ export class LogView {
     fillTime(meta.lastChild, message.date, today);
     body.lastChild.append(linkify(String(message.text)));
     item.prepend(avatar(message.avatar, message.name));
+    if (this.decorate) this.decorate(item, message);
     return item;
+  }
+
+  /** Remove a message a moderator deleted; true when it was shown. */
+  remove(id) {
+    const node = this.byId.get(id);
+    if (!node) return false;
+    node.remove();
+    this.byId.delete(id);
+    return true;
+  }
+
+  /** Remove every message (a moderator cleared the room); ids go on from the last. */
+  clearMessages() {
+    for (const node of this.byId.values()) node.remove();
+    this.byId.clear();
   }
 
   insertInOrder(node, id) {
@@ -299,6 +318,8 @@ export class OnlineView {
     this.count = count;
     this.people = new Map();
     this.me = null;
+    // Called with each person's list item (moderation adds its badge and menu).
+    this.decorate = null;
   }
 
   setMe(name) {
@@ -332,6 +353,7 @@ export class OnlineView {
       item.append(avatar(person.avatar, person.name, "s"));
       item.append(element("span", "person-name", person.name));
       if (person.name === this.me) item.append(element("span", "you-tag", "you"));
+      if (this.decorate) this.decorate(item, person);
       fragment.append(item);
     }
     this.list.replaceChildren(fragment);

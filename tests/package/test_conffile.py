@@ -10,27 +10,36 @@ from typing import Any
 import pytest
 
 import pichat
-from pichat.settings import Settings, SiteConfig, load
+from pichat.settings import ModeratorConfig, Settings, SiteConfig, load
 
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
 CONFFILE = PACKAGING / "pichat.toml"
 # Keys the package must set: the embedded defaults are relative to the working directory.
-PACKAGE_VALUES = {"state_dir": "/var/lib/pichat", "document_root": "/usr/share/pichat/public"}
+PACKAGE_VALUES = {
+    "state_dir": "/var/lib/pichat",
+    "document_root": "/usr/share/pichat/public",
+    "control_socket": "/run/pichat/control.sock",
+}
 
 _KEY = re.compile(r"^#?(\w+) = ")
 
 
-def _sections() -> tuple[list[str], list[str]]:
-    """The conffile's top-level key lines and its commented [[sites]] example lines."""
-    top: list[str] = []
-    sites: list[str] = []
-    current = top
+def _tables() -> dict[str, list[str]]:
+    """The conffile's key lines: top-level ("") and each commented [[table]] example."""
+    tables: dict[str, list[str]] = {"": []}
+    current = tables[""]
     for line in CONFFILE.read_text().splitlines():
-        if line == "#[[sites]]":
-            current = sites
+        if line.startswith("#[[") and line.endswith("]]"):
+            current = tables.setdefault(line[3:-2], [])
         elif _KEY.match(line):
             current.append(line)
-    return top, sites
+    return tables
+
+
+def _sections() -> tuple[list[str], list[str]]:
+    """The conffile's top-level key lines and its commented [[sites]] example lines."""
+    tables = _tables()
+    return tables[""], tables["sites"]
 
 
 def _uncommented(lines: list[str]) -> dict[str, Any]:
@@ -47,8 +56,9 @@ def test_conffile_lists_every_setting_once() -> None:
     top, _ = _sections()
     keys = [_KEY.match(line).group(1) for line in top]  # type: ignore[union-attr]
     assert sorted(keys) == sorted(set(keys)), "a key is listed twice"
-    assert set(keys) == set(Settings.model_fields) - {"sites"}
+    assert set(keys) == set(Settings.model_fields) - {"sites", "moderators"}
     assert "#[[sites]]" in CONFFILE.read_text().splitlines()
+    assert "#[[moderators]]" in CONFFILE.read_text().splitlines()
 
 
 def test_conffile_commented_values_are_the_defaults() -> None:
@@ -61,7 +71,7 @@ def test_conffile_commented_values_are_the_defaults() -> None:
 
 
 def test_conffile_sets_the_package_paths() -> None:
-    """Only state_dir and document_root are set, to the paths the package uses."""
+    """Only state_dir, document_root and control_socket are set, to the package's paths."""
     top, _ = _sections()
     assert _uncommented([line for line in top if not line.startswith("#")]) == PACKAGE_VALUES
 
@@ -73,6 +83,13 @@ def test_conffile_sites_example_lists_every_site_key() -> None:
     assert set(example) == set(SiteConfig.model_fields)
     for key in ("room", "title", "allowed_origins"):
         assert example[key] == _default(SiteConfig.model_fields[key]), key
+
+
+def test_conffile_moderators_example_is_valid() -> None:
+    """The commented [[moderators]] example names every key and validates."""
+    example = _uncommented(_tables()["moderators"])
+    assert set(example) == set(ModeratorConfig.model_fields)
+    ModeratorConfig(**example)
 
 
 def test_conffile_is_accepted_by_the_daemon(monkeypatch: pytest.MonkeyPatch) -> None:

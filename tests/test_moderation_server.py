@@ -1,0 +1,245 @@
+"""Moderation against a real in-process daemon, with real WebSocket clients.
+
+Close codes, the 403 at the handshake, bans that survive a restart, deletions
+that survive a restart, and the legacy dialect's reserved names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from pichat.passwords import hash_password
+from tests.conftest import open_client, recv, recv_type, say
+from tests.daemon import TIMEOUT
+from tests.harness import running
+
+PASSWORD = "correct horse"
+HASH = hash_password(PASSWORD, n=16)
+CONFIG: dict[str, Any] = {"moderators": [{"name": "alice", "password_hash": HASH}]}
+#: Another loopback address for "bob", so that banning his address spares alice's.
+BOB = {"local_addr": ("127.0.0.2", 0)}
+
+
+async def send(ws: ClientConnection, **frame: Any) -> None:
+    """Send one JSON frame."""
+    await ws.send(json.dumps(frame))
+
+
+async def closed(ws: ClientConnection) -> tuple[int | None, str | None]:
+    """Read until the server closes; its close code and reason."""
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+    return ws.close_code, ws.close_reason
+
+
+async def moderator(daemon: Any) -> ClientConnection:
+    """alice, joined with her password."""
+    ws, welcome = await join(daemon, "Alice", password=PASSWORD)
+    assert welcome["you"]["moderator"] is True
+    return ws
+
+
+async def join_with(
+    daemon: Any, name: str, connect: dict[str, Any] | None = None, **fields: Any
+) -> tuple[ClientConnection, Any]:
+    """Connect (with ``connect`` options) and send a join with extra fields; the answer."""
+    ws = await open_client(daemon, **(connect or {}))
+    await send(ws, type="join", name=name, **fields)
+    return ws, await recv(ws)
+
+
+async def join(
+    daemon: Any, name: str, connect: dict[str, Any] | None = None, **fields: Any
+) -> tuple[ClientConnection, Any]:
+    """Connect and join with extra join fields (a password); returns it and its welcome."""
+    ws, frame = await join_with(daemon, name, connect, **fields)
+    assert frame["type"] == "welcome", frame
+    return ws, frame
+
+
+async def test_reserved_name_and_wrong_password_over_the_wire(daemon_factory: Any) -> None:
+    """name_reserved and bad_password are error frames; the connection stays open."""
+    daemon = await daemon_factory(CONFIG)
+    ws, frame = await join_with(daemon, "ALICE")
+    assert frame["code"] == "name_reserved"
+    await send(ws, type="join", name="alice", password="nope")
+    assert (await recv(ws))["code"] == "bad_password"
+    await send(ws, type="join", name="alice", password=PASSWORD)
+    assert (await recv(ws))["you"] == {"name": "alice", "avatar": "", "moderator": True}
+    await ws.close()
+
+
+async def test_delete_reaches_every_page_and_survives_a_restart(tmp_path: Path) -> None:
+    """A deleted message vanishes from other pages and from the history after a restart."""
+    async with running(tmp_path, CONFIG) as daemon:
+        bob, _ = await join(daemon, "bob")
+        await say(bob, "keep")
+        await say(bob, "delete me")
+        first = await recv_type(bob, "message")
+        doomed = await recv_type(bob, "message")
+        alice = await moderator(daemon)
+        await send(alice, type="delete", id=doomed["id"])
+        assert await recv_type(bob, "deleted") == {"type": "deleted", "id": doomed["id"]}
+        assert (await recv_type(alice, "done"))["action"] == "delete"
+        await send(alice, type="delete", id=999)
+        assert (await recv_type(alice, "error"))["code"] == "no_message"
+        _, welcome = await join(daemon, "carol", since=0, epoch=None)
+        assert [m["id"] for m in welcome["history"]] == [first["id"]]
+    async with running(tmp_path, CONFIG) as daemon:
+        _, welcome = await join(daemon, "dave")
+        assert [m["text"] for m in welcome["history"]] == ["keep"]
+
+
+async def test_kick_from_an_ordinary_member_is_forbidden(daemon: Any) -> None:
+    """Anyone but a moderator gets forbidden, and nobody is closed."""
+    bob, _ = await join(daemon, "bob")
+    carol, _ = await join(daemon, "carol")
+    await send(carol, type="kick", name="bob")
+    assert (await recv_type(carol, "error"))["code"] == "forbidden"
+    await say(bob, "fine")
+    assert (await recv_type(bob, "message"))["text"] == "fine"
+
+
+async def test_kick_by_moderator(daemon_factory: Any) -> None:
+    """A moderator's kick: 4001 with the reason; the others see bob leave."""
+    daemon = await daemon_factory(CONFIG)
+    bob, _ = await join(daemon, "bob")
+    carol, _ = await join(daemon, "carol")
+    alice = await moderator(daemon)
+    await send(alice, type="kick", name="bob", reason="calm down")
+    assert await closed(bob) == (4001, "calm down")
+    leave = await recv_type(carol, "presence")
+    while leave["event"] != "leave":
+        leave = await recv_type(carol, "presence")
+    assert leave["name"] == "bob"
+    # Nothing else changed: carol still chats.
+    await say(carol, "still here")
+    assert (await recv_type(carol, "message"))["text"] == "still here"
+
+
+async def test_ban_closes_with_4003_refuses_the_handshake_and_survives_restart(
+    tmp_path: Path,
+) -> None:
+    """A ban: 4003, then HTTP 403 for the address, also after a restart, until unban."""
+    async with running(tmp_path, CONFIG) as daemon:
+        bob, _ = await join(daemon, "bob", BOB)
+        alice = await moderator(daemon)
+        await send(alice, type="ban", name="bob", minutes=-5)
+        assert (await recv_type(alice, "error"))["code"] == "bad_minutes"
+        await send(alice, type="ban", name="bob", minutes=0, reason="spam")
+        assert await closed(bob) == (4003, "spam")
+        with pytest.raises(InvalidStatus) as refused:
+            await open_client(daemon, **BOB)
+        assert refused.value.response.status_code == 403
+        assert b"banned" in refused.value.response.body
+        # Another address may not take the banned name either.
+        _, frame = await join_with(daemon, "Bob")
+        assert frame["code"] == "name_banned"
+        await say(alice, "alice is not banned")
+        assert (await recv_type(alice, "message"))["text"] == "alice is not banned"
+    async with running(tmp_path, CONFIG) as daemon:
+        with pytest.raises(InvalidStatus) as refused:
+            await open_client(daemon, **BOB)
+        assert refused.value.response.status_code == 403
+        alice = await moderator(daemon)
+        await send(alice, type="unban", address="127.0.0.2")
+        assert (await recv_type(alice, "done"))["action"] == "unban"
+        ws, _ = await join(daemon, "bob", BOB)
+        await ws.close()
+
+
+async def test_mute_lock_and_slow_over_the_wire(daemon_factory: Any) -> None:
+    """lock sends the room frame and stops others posting; unlock and mute behave."""
+    daemon = await daemon_factory(CONFIG)
+    bob, _ = await join(daemon, "bob")
+    alice = await moderator(daemon)
+    await send(alice, type="lock", locked=True)
+    assert await recv_type(bob, "room") == {"type": "room", "locked": True, "slow": 0}
+    await say(bob, "hello")
+    assert (await recv_type(bob, "error"))["code"] == "room_locked"
+    await send(alice, type="lock", locked=False)
+    await recv_type(bob, "room")
+    await send(alice, type="mute", name="bob", minutes=1)
+    await recv_type(alice, "done")
+    await say(bob, "hello")
+    error = await recv_type(bob, "error")
+    assert error["code"] == "muted" and 0 < error["retry_after"] <= 60
+    await send(alice, type="slow", seconds=3601)
+    assert (await recv_type(alice, "error"))["code"] == "bad_seconds"
+
+
+async def test_legacy_client_cannot_use_a_moderator_name(daemon_factory: Any) -> None:
+    """An echo-protocol frame under the moderator's name is refused with name_reserved."""
+    daemon = await daemon_factory(CONFIG)
+    legacy = await open_client(daemon, "echo-protocol")
+    await recv(legacy)  # the history
+    await legacy.send(json.dumps({"name": "Alice", "avatar": "", "message": "I am the owner"}))
+    assert (await recv(legacy))["code"] == "name_reserved"
+    await legacy.close()
+
+
+# Client addresses behind a proxy.
+
+
+async def test_forged_forwarded_header_from_an_untrusted_peer_changes_nothing(
+    daemon_factory: Any,
+) -> None:
+    """Without trusted_proxies a made-up X-Forwarded-For does not escape a ban."""
+    daemon = await daemon_factory(CONFIG)
+    bob, _ = await join(daemon, "bob", BOB)
+    alice = await moderator(daemon)
+    await send(alice, type="ban", name="bob")
+    await closed(bob)
+    forged = {**BOB, "additional_headers": {"X-Forwarded-For": "203.0.113.50"}}
+    with pytest.raises(InvalidStatus) as refused:
+        await open_client(daemon, **forged)
+    assert refused.value.response.status_code == 403
+
+
+async def test_trusted_proxy_gives_the_forwarded_address(daemon_factory: Any) -> None:
+    """From a trusted proxy, the rightmost untrusted X-Forwarded-For hop is the client."""
+    daemon = await daemon_factory({**CONFIG, "trusted_proxies": ["127.0.0.2"]})
+
+    def via(address: str) -> dict[str, Any]:
+        forwarded = f"6.6.6.6, {address}"  # the left entry is the client's own forgery
+        return {**BOB, "additional_headers": {"X-Forwarded-For": forwarded}}
+
+    bob, _ = await join(daemon, "bob", via("203.0.113.7"))
+    clients = {client.name: client for client in daemon.server.outbox.clients}
+    assert clients["bob"].address == "203.0.113.7"
+    alice = await moderator(daemon)
+    await send(alice, type="ban", name="bob")
+    await closed(bob)
+    with pytest.raises(InvalidStatus):
+        await open_client(daemon, **via("203.0.113.7"))
+    carol, _ = await join(daemon, "carol", via("203.0.113.8"))  # another client, same proxy
+    await carol.close()
+
+
+async def test_rate_limit_is_shared_by_one_address(daemon_factory: Any) -> None:
+    """Connections from one address share rate_messages_per_ip."""
+    daemon = await daemon_factory({"rate_messages": 5, "rate_messages_per_ip": 6})
+    first, _ = await join(daemon, "one")
+    second, _ = await join(daemon, "two")
+    for index in range(5):
+        await say(first, f"a{index}")
+        await recv_type(first, "message")
+    await say(second, "b0")
+    await say(second, "b1")
+    # b1's error comes at once, b0 once stored: read until both arrived.
+    seen, codes = [], []
+    while "b0" not in seen or not codes:
+        frame = await recv(second)
+        if frame["type"] == "message":
+            seen.append(frame["text"])
+        elif frame["type"] == "error":
+            codes.append(frame["code"])
+    assert codes == ["rate_limited"] and seen == ["a0", "a1", "a2", "a3", "a4", "b0"]
