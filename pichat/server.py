@@ -73,7 +73,12 @@ class ChatServer:
         #: Handshakes refused, by reason (``pichat_handshakes_refused_total``).
         self.refused: collections.Counter[str] = collections.Counter()
         self.metrics = Metrics(self, settings.metrics_allowed)
-        self.web = Web(self.health, lambda: self.chat.config.limits.as_dict(), self.metrics)
+        self.web = Web(
+            self.health,
+            lambda: self.chat.config.limits.as_dict(),
+            self.metrics,
+            self._ban_notice,
+        )
         self.started = time.monotonic()
         # Connections counted against the limits from process_request until
         # their TCP connection is lost.
@@ -154,8 +159,12 @@ class ChatServer:
         host = headers.get("Host")
         site = self.sites.pick(host)
         method = connection.method
+        # The client's address, through trusted proxies: /metrics is judged by it too,
+        # or a proxy on loopback would open the metrics to everyone behind it.
+        peer = str(connection.remote_address[0]) if connection.remote_address else ""
+        header = self.settings.proxy_header
+        address = client_address(peer, header, headers.get_all(header), self.trusted_proxies)
         if method != "GET" or "websocket" not in headers.get("Upgrade", "").lower():
-            address = str(connection.remote_address[0]) if connection.remote_address else ""
             return self.web.respond(request, site, method, address)
         if not self.sites.admits(host):
             return self._refuse(
@@ -171,9 +180,6 @@ class ChatServer:
                 "Forbidden: origin not allowed\n",
                 f"origin {headers.get('Origin')!r} not allowed for {site.label}",
             )
-        peer = str(connection.remote_address[0]) if connection.remote_address else ""
-        header = self.settings.proxy_header
-        address = client_address(peer, header, headers.get_all(header), self.trusted_proxies)
         key = address_key(address)
         if self.chat.moderation.banned_address(key) is not None:
             return self._refuse(
@@ -241,6 +247,18 @@ class ChatServer:
         if not self.history.healthy:
             report["reason"] = "the history cannot be written"
         return report
+
+    def _ban_notice(self, address: str) -> dict[str, object] | None:
+        """What ``/site.json`` tells a banned address, so its page can explain the 403.
+
+        A browser's WebSocket reports a refused handshake only as close code 1006,
+        the same as a network failure; without this a banned page would keep
+        saying "reconnecting".
+        """
+        ban = self.chat.moderation.banned_address(address) if address else None
+        if ban is None:
+            return None
+        return {"until": ban.until_ms or None, "reason": ban.reason}
 
     # Connections.
 

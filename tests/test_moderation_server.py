@@ -19,6 +19,7 @@ from pichat.passwords import hash_password
 from tests.conftest import open_client, recv, recv_type, say
 from tests.daemon import TIMEOUT
 from tests.harness import running
+from tests.http import raw_get
 
 PASSWORD = "correct horse"
 HASH = hash_password(PASSWORD, n=16)
@@ -154,6 +155,25 @@ async def test_ban_closes_with_4003_refuses_the_handshake_and_survives_restart(
         assert (await recv_type(alice, "done"))["action"] == "unban"
         ws, _ = await join(daemon, "bob", BOB)
         await ws.close()
+
+
+async def test_site_json_tells_a_banned_address_why(daemon_factory: Any) -> None:
+    """A page cannot read the 403 of a refused handshake: /site.json says it is banned."""
+    daemon = await daemon_factory(CONFIG)
+    bob, _ = await join(daemon, "bob", BOB)
+    alice = await moderator(daemon)
+    await send(alice, type="ban", name="bob", minutes=30, reason="spam")
+    await closed(bob)
+    status, _, body = await raw_get(daemon, "/site.json", source="127.0.0.2")
+    assert status == 200
+    ban = json.loads(body)["banned"]
+    assert ban["reason"] == "spam" and ban["until"] > 0
+    status, _, body = await raw_get(daemon, "/site.json")
+    assert status == 200 and "banned" not in json.loads(body)
+    await send(alice, type="unban", address="127.0.0.2")
+    await recv_type(alice, "done")
+    status, _, body = await raw_get(daemon, "/site.json", source="127.0.0.2")
+    assert "banned" not in json.loads(body)
 
 
 async def test_mute_lock_and_slow_over_the_wire(daemon_factory: Any) -> None:

@@ -1,6 +1,6 @@
 // Wiring: the join form, the composer, the status line and the frames from the server.
 
-import { Moderation, closedText, moderationErrorText } from "./moderation.js";
+import { Moderation, bannedText, closedText, moderationErrorText } from "./moderation.js";
 import { Transport, socketUrl } from "./transport.js";
 import { LogView, OnlineView, avatar, isHttpUrl } from "./view.js";
 
@@ -144,14 +144,30 @@ function applySite(site) {
   }
 }
 
+/** Loads site.json; returns the ban text when it says this address is banned. */
 async function loadSite() {
   try {
     const response = await fetch("site.json", { cache: "no-store" });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    applySite(await response.json());
+    const site = await response.json();
+    applySite(site);
+    return bannedText(site.banned);
   } catch (error) {
     // The welcome frame carries the same fields; the page works without this.
     console.warn("pichat: cannot load site.json", error);
+    return null;
+  }
+}
+
+/**
+ * A handshake refused before the socket opened looks like a network failure
+ * (close code 1006); site.json tells a banned address apart, and then the page
+ * stops retrying and says why.
+ */
+async function checkBanned() {
+  const banned = await loadSite();
+  if (banned !== null && state.transport && !state.joined && state.transport.state !== "stopped") {
+    leave(banned);
   }
 }
 
@@ -291,6 +307,7 @@ function onClose(event) {
     leave(final);
     return;
   }
+  if (!wasJoined && event.detail.code === 1006) checkBanned();
   updateComposer();
 }
 
@@ -615,3 +632,6 @@ if (ui.joinName.value && recall(SESSION_JOINED, sessionStorage)) {
 } else {
   showJoin();
 }
+siteLoaded.then((banned) => {
+  if (banned !== null) leave(banned);
+});

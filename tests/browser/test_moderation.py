@@ -120,6 +120,16 @@ def test_ban_from_the_online_list(tmp_path: Path, contexts: Contexts) -> None:
         bob.wait_for_selector("#join:not([hidden])")
         assert "banned you" in bob.inner_text("#join-error")
         alice.wait_for_selector("#log .notice >> text=Done: ban bob")
+        # A reload cannot read the handshake's 403 (the browser reports 1006, like
+        # a network failure): the page asks site.json and explains instead of
+        # reconnecting for ever.
+        bob.reload()
+        bob.wait_for_selector("#join-error >> text=Your address is banned from this chat until")
+        assert "Reconnecting" not in bob.inner_text("#status")
+        bob.click("#join-submit")
+        bob.wait_for_selector("#join:not([hidden]) #join-error >> text=Your address is banned")
+        bob.wait_for_timeout(1500)  # longer than the first reconnection delay
+        assert bob.is_visible("#join") and "Reconnecting" not in bob.inner_text("#status")
 
 
 def test_lock_shows_the_room_state(tmp_path: Path, contexts: Contexts) -> None:
