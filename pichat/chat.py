@@ -168,7 +168,7 @@ class Chat(Generic[M]):
                 )
 
     async def expire(self) -> None:
-        """Apply retention to every room, in memory and in the history."""
+        """Apply retention to every room, in memory and in the history; end mutes."""
         now_ms = self.wall_ms()
         for room in self.rooms.values():
             cut = self.config.retention.cut(room.last_id, now_ms)
@@ -178,6 +178,7 @@ class Chat(Generic[M]):
                 logger.info(
                     "room %s: retention dropped %d messages", room.name, max(dropped, removed)
                 )
+        self.moderation.expire()
 
     # Connections.
 

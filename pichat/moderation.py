@@ -26,6 +26,7 @@ from .history import Deletion, Entry, LogEntry
 from .passwords import PasswordHash, verify_password
 from .protocol import Frame, dumps, wire_frame
 from .ratelimit import TokenBucket
+from .rules import RoomRules, rules_from_json, rules_to_json
 from .validation import has_control, name_key, validate_name, validate_text
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ __all__ = [
     "Moderation",
     "Moderators",
     "PasswordGuard",
-    "RoomRules",
 ]
 
 logger = logging.getLogger(__name__)
@@ -110,22 +110,6 @@ class PasswordGuard:
         raise ProtocolError("bad_password", "wrong password for this name")
 
 
-@dataclasses.dataclass
-class RoomRules:
-    """What moderators set on one room (kept in memory; a restart lifts them)."""
-
-    locked: bool = False
-    slow: int = 0
-    #: name key or address key -> monotonic time the mute ends.
-    muted: dict[str, float] = dataclasses.field(default_factory=dict)
-    #: Slow mode: person (address key) -> monotonic time of the last post.
-    last_post: dict[Any, float] = dataclasses.field(default_factory=dict)
-
-    def state(self) -> dict[str, Any]:
-        """The room's state as frames show it."""
-        return {"locked": self.locked, "slow": self.slow}
-
-
 def _reason(frame: dict[str, Any]) -> str:
     value = frame.get("reason", "")
     if value is None:
@@ -171,11 +155,21 @@ class Moderation:
         return rules
 
     async def load(self) -> None:
-        """Take the stored bans."""
+        """Take the stored bans and room rules."""
         self.bans = Bans(await self.chat.history.load_bans())
         if self.bans.expire(self.chat.wall_ms()):
             self._save_bans()
+        self.rules = rules_from_json(await self.chat.history.load_rules())
         logger.info("%d bans in force", len(self.bans.rows))
+        for room, rules in self.rules.items():
+            if rules.locked or rules.slow:
+                logger.info("room %s: locked %s, slow mode %d s", room, rules.locked, rules.slow)
+
+    def expire(self) -> None:
+        """Forget ended mutes and stale slow-mode posts (called now and then)."""
+        now_ms, now = self.chat.wall_ms(), self.chat.monotonic()
+        if any([rules.expire(now_ms, now) for rules in self.rules.values()]):
+            self._save_rules()
 
     def banned_address(self, address: str) -> Ban | None:
         """The ban on a client address (any form; compared by its key), if one holds."""
@@ -215,14 +209,13 @@ class Moderation:
         rules = self.rules.get(room.name)
         if rules is None:
             return
-        now = self.chat.monotonic()
+        now, now_ms = self.chat.monotonic(), self.chat.wall_ms()
         for key in (name_key(name), member.address):
             until = rules.muted.get(key) if key else None
             if until is not None:
-                if now < until:
-                    raise ProtocolError(
-                        "muted", "a moderator muted you for now", retry_after=until - now
-                    )
+                if now_ms < until:
+                    wait = (until - now_ms) / 1000
+                    raise ProtocolError("muted", "a moderator muted you for now", retry_after=wait)
                 del rules.muted[key]
         if rules.locked:
             raise ProtocolError("room_locked", "the room is locked: only moderators may post")
@@ -370,9 +363,10 @@ class Moderation:
         keys = [name_key(name)] + [target.address for target in targets if target.address]
         for key in keys:
             if minutes:
-                rules.muted[key] = self.chat.monotonic() + minutes * 60
+                rules.muted[key] = self.chat.wall_ms() + minutes * 60_000
             else:
                 rules.muted.pop(key, None)
+        self._save_rules()
         return {"name": name, "minutes": minutes}
 
     def _lock(self, actor: str, room: Room[Any], frame: dict[str, Any]) -> dict[str, Any]:
@@ -381,6 +375,7 @@ class Moderation:
             raise ProtocolError("bad_frame", "locked must be true or false")
         rules = self.room_rules(room)
         rules.locked = locked
+        self._save_rules()
         self._announce(room, rules)
         return {"locked": locked}
 
@@ -389,6 +384,7 @@ class Moderation:
         rules = self.room_rules(room)
         rules.slow = seconds
         rules.last_post.clear()
+        self._save_rules()
         self._announce(room, rules)
         return {"seconds": seconds}
 
@@ -397,3 +393,6 @@ class Moderation:
 
     def _save_bans(self) -> None:
         self.chat.history.save_bans(self.bans.rows)
+
+    def _save_rules(self) -> None:
+        self.chat.history.save_rules(rules_to_json(self.rules))

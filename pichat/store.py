@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import fcntl
 import functools
+import json
 import logging
 import os
 import secrets
@@ -22,7 +23,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .bans import Ban
 from .history import Deletion, Entry, HistoryListener, Loaded, LogEntry
@@ -308,6 +309,34 @@ class Store:
         def change(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM bans")
             db.executemany("INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+        self._changes.append(change)
+        self._wakeup.set()
+
+    async def load_rules(self) -> object:
+        """The stored room rules, as saved (``None`` when there are none)."""
+
+        def query() -> object:
+            assert self._db is not None
+            row = self._db.execute("SELECT value FROM state WHERE key = 'room_rules'").fetchone()
+            return None if row is None else json.loads(row[0])
+
+        try:
+            return await self._call(query)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the room rules: {exc}") from exc
+        except ValueError:
+            logger.warning(
+                "%s: the stored room rules are not JSON; rooms start unlocked", self.path
+            )
+            return None
+
+    def save_rules(self, rules: dict[str, Any]) -> None:
+        """Queue replacing the stored room rules."""
+        value = json.dumps(rules, ensure_ascii=False, sort_keys=True)
+
+        def change(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO state VALUES ('room_rules', ?)", (value,))
 
         self._changes.append(change)
         self._wakeup.set()

@@ -92,6 +92,7 @@ class FakeHistory:
         self.trim_result = 0
         self.deletions: list[Deletion] = []
         self.bans: list[Ban] = []
+        self.rules: object = None
         self.log: list[LogEntry] = []
         self.listener: HistoryListener | None = None
         self.healthy = True
@@ -121,6 +122,12 @@ class FakeHistory:
 
     def save_bans(self, bans: list[Ban]) -> None:
         self.bans = list(bans)
+
+    async def load_rules(self) -> object:
+        return self.rules
+
+    def save_rules(self, rules: dict[str, Any]) -> None:
+        self.rules = json.loads(json.dumps(rules))  # stored as JSON: no shared objects
 
     def record(self, entry: LogEntry) -> None:
         self.log.append(entry)

@@ -6,6 +6,7 @@ test drives frames in and reads what was queued, closed, deleted and banned.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from pichat.legacy import LEGACY
 from pichat.moderation import BAN_CODE, KICK_CODE, MODERATION_TYPES, Moderators
 from pichat.passwords import hash_password, parse_hash, verify_password
 from pichat.room import Room
+from pichat.rules import RoomRules, rules_from_json
 from pichat.validation import name_key
 from tests.test_chat import NOW_MS, Harness, errors, messages, stored
 
@@ -390,9 +392,52 @@ def test_mute_silences_name_and_address_for_its_minutes() -> None:
     h.say(renamed, "me again")
     assert last_error(h, renamed) == "muted"
     assert not h.history.appended
-    h.clock.now += 600
+    h.wall += 600_000  # mutes end on the wall clock, which a restart keeps
     h.say(bob, "back")
     assert len(h.history.appended) == 1
+
+
+def test_lock_slow_and_mutes_are_stored_and_restored() -> None:
+    """What a moderator sets is saved with the history and taken back by a new engine."""
+    h = harness()
+    h.join("bob", address="198.51.100.7")
+    alice = moderator(h)
+    h.send(alice, type="lock", locked=True)
+    h.send(alice, type="slow", seconds=30)
+    h.send(alice, type="mute", name="bob", minutes=10)
+    saved = h.history.rules
+    assert saved == {
+        "lobby": {
+            "locked": True,
+            "slow": 30,
+            "muted": {"bob": h.wall + 600_000, "198.51.100.7": h.wall + 600_000},
+        }
+    }
+    again = harness()
+    again.history.rules = saved
+    again.wall = h.wall
+    asyncio.run(again.chat.moderation.load())
+    bob, _ = again.join("bob", address="198.51.100.8")
+    again.say(bob, "still muted?")
+    assert last_error(again, bob) == "muted"
+    carol, _ = again.join("carol", address="198.51.100.9")
+    again.say(carol, "locked?")
+    assert last_error(again, carol) == "room_locked"
+    # Mutes that ended are forgotten (and the store told) by the periodic expiry.
+    again.wall += 600_000
+    asyncio.run(again.chat.expire())
+    assert again.history.rules["lobby"]["muted"] == {}
+    assert again.history.rules["lobby"]["locked"] is True
+
+
+def test_malformed_stored_rules_are_skipped() -> None:
+    """A damaged or hand-edited value does not stop the daemon: the room starts unlocked."""
+    assert rules_from_json(["not", "a", "mapping"]) == {}
+    rules = rules_from_json(
+        {"lobby": {"locked": "yes", "slow": True, "muted": {"bob": "soon", "eve": 5}}, 7: {}}
+    )
+    assert rules["lobby"] == RoomRules(locked=False, slow=0, muted={"eve": 5})
+    assert list(rules) == ["lobby"]
 
 
 def test_mute_zero_lifts_it() -> None:

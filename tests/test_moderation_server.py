@@ -157,6 +157,31 @@ async def test_ban_closes_with_4003_refuses_the_handshake_and_survives_restart(
         await ws.close()
 
 
+async def test_lock_slow_and_mute_survive_a_restart(tmp_path: Path) -> None:
+    """A room locked against a raid stays locked when the daemon restarts (SQLite)."""
+    async with running(tmp_path, CONFIG) as daemon:
+        bob, _ = await join(daemon, "bob", BOB)
+        alice = await moderator(daemon)
+        await send(alice, type="mute", name="bob", minutes=10)
+        await recv_type(alice, "done")
+        await send(alice, type="slow", seconds=30)
+        await recv_type(alice, "done")
+        await send(alice, type="lock", locked=True)
+        await recv_type(alice, "done")
+        await bob.close()
+    async with running(tmp_path, CONFIG) as daemon:
+        carol, welcome = await join(daemon, "carol")
+        assert (welcome["locked"], welcome["slow"]) == (True, 30)
+        await say(carol, "is it still locked?")
+        assert (await recv_type(carol, "error"))["code"] == "room_locked"
+        alice = await moderator(daemon)
+        await send(alice, type="lock", locked=False)
+        await recv_type(alice, "done")
+        bob, _ = await join(daemon, "bob", BOB)
+        await say(bob, "free again?")
+        assert (await recv_type(bob, "error"))["code"] == "muted"
+
+
 async def test_site_json_tells_a_banned_address_why(daemon_factory: Any) -> None:
     """A page cannot read the 403 of a refused handshake: /site.json says it is banned."""
     daemon = await daemon_factory(CONFIG)
