@@ -13,19 +13,17 @@ parsed and its target found first, and only then acted on.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .addresses import address_key, parse_address
 from .bans import Ban, Bans
 from .errors import ProtocolError
 from .history import Deletion, Entry, LogEntry
-from .passwords import PasswordHash, verify_password
-from .protocol import Frame, dumps, wire_frame
-from .ratelimit import TokenBucket
+from .password_guard import PasswordGuard, Verifier, verify_now
+from .passwords import PasswordHash
+from .protocol import Frame, Join, dumps, wire_frame
 from .rules import RoomRules, rules_from_json, rules_to_json
 from .validation import has_control, name_key, validate_name, validate_text
 
@@ -39,7 +37,6 @@ __all__ = [
     "MODERATION_TYPES",
     "Moderation",
     "Moderators",
-    "PasswordGuard",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,9 +50,6 @@ MAX_REASON_LENGTH = 200
 MAX_BAN_MINUTES = 10 * 366 * 24 * 60
 MAX_MUTE_MINUTES = 7 * 24 * 60
 MAX_SLOW_SECONDS = 3600
-#: Wrong passwords allowed per client address per minute.
-PASSWORD_TRIES = 5
-PASSWORD_WINDOW = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,41 +67,6 @@ class Moderators:
         """The hash of the moderator with this name (by key), if one is configured."""
         entry = self.by_key.get(name_key(name))
         return entry[1] if entry is not None else None
-
-
-class PasswordGuard:
-    """At most :data:`PASSWORD_TRIES` wrong passwords per address per minute.
-
-    A verified password is remembered as its SHA-256, so a moderator's next
-    joins (a reconnecting page) do not pay scrypt on the event loop again.
-    """
-
-    def __init__(self) -> None:
-        self.buckets: dict[str, TokenBucket] = {}
-        self._verified: dict[bytes, bytes] = {}
-
-    def check(self, address: str, password: str, stored: PasswordHash, now: float) -> None:
-        """Raise ``rate_limited`` or ``bad_password`` unless ``password`` is right."""
-        bucket = self.buckets.get(address)
-        if bucket is not None:
-            wait = bucket.wait(now)
-            if wait > 0:
-                raise ProtocolError(
-                    "rate_limited", f"too many wrong passwords; wait {wait:.0f} s", wait
-                )
-        digest = hashlib.sha256(password.encode()).digest()
-        known = self._verified.get(stored.key)
-        if known is not None and hmac.compare_digest(known, digest):
-            return
-        if verify_password(password, stored):
-            self._verified[stored.key] = digest
-            return
-        if bucket is None:
-            if len(self.buckets) > 4096:  # forget addresses whose bucket refilled
-                self.buckets = {k: b for k, b in self.buckets.items() if b.wait(now) > 0}
-            bucket = self.buckets[address] = TokenBucket(PASSWORD_TRIES, PASSWORD_WINDOW, now)
-        bucket.take(now)
-        raise ProtocolError("bad_password", "wrong password for this name")
 
 
 def _reason(frame: dict[str, Any]) -> str:
@@ -141,10 +100,12 @@ def _frame(value: dict[str, Any]) -> Frame:
 class Moderation:
     """The moderation rules of one chat engine."""
 
-    def __init__(self, chat: Chat[Any]) -> None:
+    def __init__(self, chat: Chat[Any], verifier: Verifier = verify_now) -> None:
         self.chat = chat
         self.bans = Bans()
-        self.passwords = PasswordGuard()
+        self.passwords = PasswordGuard(verifier)
+        #: Joins waiting for their password check: member -> its join.
+        self.pending: dict[Member, Join] = {}
         self.rules: dict[str, RoomRules] = {}
 
     def room_rules(self, room: Room[Any]) -> RoomRules:
@@ -177,23 +138,46 @@ class Moderation:
 
     # Before a join and a post.
 
-    def admit(self, member: Member, name: str, password: str | None) -> bool:
-        """May ``member`` join as ``name``? Returns whether as a moderator.
+    def admit(
+        self, member: Member, command: Join, enter: Callable[[Any, Join, bool], None]
+    ) -> None:
+        """May ``member`` join as ``command.name``? ``enter(member, command, moderator)`` if so.
+
+        ``enter`` runs now, or, for a moderator's name, once the password check
+        answers (off the event loop in the daemon); a later refusal is sent as
+        an error frame then.
 
         Raises:
-            ProtocolError: ``name_banned``, ``name_reserved``, ``bad_password``
-                or ``rate_limited`` (too many wrong passwords from the address).
+            ProtocolError: ``name_banned``, ``name_reserved``, or ``rate_limited``
+                (too many wrong passwords from the address, or checks at once).
         """
+        name, password = command.name, command.password
         if self.bans.name(name_key(name), self.chat.wall_ms()) is not None:
             raise ProtocolError("name_banned", "this name is banned from the chat")
         stored = self.chat.config.moderators.get(name)
         if stored is None:
-            return False
+            enter(member, command, False)
+            return
         if password is None:
             raise ProtocolError("name_reserved", "this name is reserved; it needs its password")
         address = member.address or f"member-{id(member)}"
-        self.passwords.check(address, password, stored, self.chat.monotonic())
-        return True
+
+        def done(error: ProtocolError | None) -> None:
+            if self.pending.pop(member, None) is None:
+                return  # the connection closed while its password was checked
+            try:
+                if error is not None:
+                    raise error
+                enter(member, command, True)
+            except ProtocolError as refusal:
+                self.chat.refuse(member, refusal)
+
+        self.pending[member] = command
+        try:
+            self.passwords.check(address, password, stored, self.chat.monotonic, done)
+        except ProtocolError:
+            del self.pending[member]
+            raise
 
     def admit_legacy(self, room: Room[Any], name: str) -> None:
         """``echo-protocol`` cannot authenticate: moderators' and online names are refused."""

@@ -18,6 +18,7 @@ from pichat.bans import Ban
 from pichat.chat import V1, Chat, ChatConfig, Dialect, Member
 from pichat.history import Deletion, Entry, HistoryListener, Loaded, LogEntry
 from pichat.legacy import LEGACY
+from pichat.password_guard import Verifier, verify_now
 from pichat.protocol import Frame, Limits, Message
 from pichat.retention import Cut, Retention
 from pichat.room import Room
@@ -159,6 +160,7 @@ class Harness:
         config: ChatConfig | None = None,
         history: Iterable[Message] = (),
         last_id: int = 0,
+        verifier: Verifier = verify_now,
     ) -> None:
         self.outbox = FakeOutbox()
         self.history = FakeHistory()
@@ -170,6 +172,7 @@ class Harness:
             config or ChatConfig(),
             monotonic=self.clock,
             wall_ms=lambda: self.wall,
+            verifier=verifier,
         )
         self.history.start(self.chat)
         self.room: Room[Member] = Room("lobby", EPOCH, history, last_id)

@@ -7,6 +7,7 @@ test drives frames in and reads what was queued, closed, deleted and banned.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ from pichat.bans import Ban, Bans
 from pichat.chat import ChatConfig, Member
 from pichat.legacy import LEGACY
 from pichat.moderation import BAN_CODE, KICK_CODE, MODERATION_TYPES, Moderators
-from pichat.passwords import hash_password, parse_hash, verify_password
+from pichat.password_guard import MAX_PENDING
+from pichat.passwords import PasswordHash, hash_password, parse_hash, verify_password
 from pichat.room import Room
 from pichat.rules import RoomRules, rules_from_json
 from pichat.validation import name_key
@@ -374,6 +376,82 @@ def test_bans_table_replaces_a_repeated_ban() -> None:
     bans.add([Ban("a", "n", 5)])
     bans.add([Ban("a", "n", 0)])
     assert bans.rows == [Ban("a", "n", 0)]
+
+
+class HeldVerifier:
+    """Password checks that answer only when the test says: the daemon's run in a thread."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[PasswordHash, str, Callable[[bool], None]]] = []
+
+    def __call__(self, stored: PasswordHash, password: str, done: Callable[[bool], None]) -> None:
+        self.waiting.append((stored, password, done))
+
+    def answer(self) -> None:
+        """Answer the oldest check with the real verdict."""
+        stored, password, done = self.waiting.pop(0)
+        done(verify_password(password, stored))
+
+
+def test_a_password_check_does_not_hold_the_engine() -> None:
+    """While scrypt runs, the member is not joined, others chat, and the answer joins it."""
+    held = HeldVerifier()
+    h = harness(verifier=held)
+    bob, _ = h.join("bob")
+    alice = h.connect(address="192.0.2.1")
+    h.send(alice, type="join", name="Alice", password=PASSWORD)
+    assert h.outbox.frames(alice) == [] and len(held.waiting) == 1
+    h.say(bob, "meanwhile")
+    assert len(h.history.appended) == 1  # the engine went on
+    h.say(alice, "too early")
+    assert last_error(h, alice) == "not_joined"
+    h.send(alice, type="join", name="Alice", password=PASSWORD)
+    assert last_error(h, alice) == "already_joined" and len(held.waiting) == 1
+    held.answer()
+    welcome = h.outbox.last(alice)
+    assert welcome["type"] == "welcome" and welcome["you"]["moderator"] is True
+    assert h.outbox.last(bob)["type"] == "presence"
+
+
+def test_a_wrong_password_answered_later_is_an_error_and_counts() -> None:
+    """bad_password arrives when the check answers; the connection may try again."""
+    held = HeldVerifier()
+    h = harness(verifier=held)
+    alice = h.connect(address="192.0.2.1")
+    h.send(alice, type="join", name="Alice", password="wrong")
+    held.answer()
+    assert last_error(h, alice) == "bad_password"
+    h.send(alice, type="join", name="Alice", password=PASSWORD)
+    held.answer()
+    assert h.outbox.last(alice)["type"] == "welcome"
+
+
+def test_a_connection_closed_during_its_check_is_forgotten() -> None:
+    """The answer for a connection that left sends nothing and joins nobody."""
+    held = HeldVerifier()
+    h = harness(verifier=held)
+    alice = h.connect(address="192.0.2.1")
+    h.send(alice, type="join", name="Alice", password=PASSWORD)
+    h.chat.closed(alice)
+    held.answer()
+    assert h.outbox.frames(alice) == []
+    assert not h.room.members and not h.chat.moderation.pending
+
+
+def test_password_checks_in_flight_are_bounded() -> None:
+    """A crowd of addresses cannot queue unbounded scrypt work: past the bound, rate_limited."""
+    held = HeldVerifier()
+    h = harness(verifier=held)
+    members = [h.connect(address=f"198.51.100.{i}") for i in range(MAX_PENDING + 1)]
+    for member in members:
+        h.send(member, type="join", name="Alice", password="guess")
+    assert len(held.waiting) == MAX_PENDING
+    assert last_error(h, members[-1]) == "rate_limited"
+    assert h.outbox.last(members[-1])["retry_after"] > 0
+    while held.waiting:
+        held.answer()
+    assert h.chat.moderation.passwords.pending == 0
+    assert h.chat.moderation.pending == {}
 
 
 # mute, lock, slow.

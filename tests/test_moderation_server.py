@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,28 @@ async def test_lock_slow_and_mute_survive_a_restart(tmp_path: Path) -> None:
         bob, _ = await join(daemon, "bob", BOB)
         await say(bob, "free again?")
         assert (await recv_type(bob, "error"))["code"] == "muted"
+
+
+async def test_password_check_does_not_stall_the_chat(daemon_factory: Any) -> None:
+    """scrypt runs on its own thread: while a check waits, the room goes on.
+
+    The check is held deterministically by occupying the daemon's one scrypt
+    thread until the test lets it go.
+    """
+    daemon = await daemon_factory(CONFIG)
+    gate = threading.Event()
+    daemon.server.scrypt.submit(gate.wait, TIMEOUT)
+    bob, _ = await join(daemon, "bob")
+    alice = await open_client(daemon)
+    await send(alice, type="join", name="alice", password=PASSWORD)
+    await say(bob, "the room goes on")
+    assert (await recv_type(bob, "message"))["text"] == "the room goes on"
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(alice.recv(), 0.2)  # alice is still being checked
+    gate.set()
+    welcome = await recv(alice)
+    assert welcome["type"] == "welcome" and welcome["you"]["moderator"] is True
+    assert (await recv_type(bob, "presence"))["name"] == "alice"
 
 
 async def test_site_json_tells_a_banned_address_why(daemon_factory: Any) -> None:
