@@ -285,6 +285,11 @@ class Chat(Generic[M]):
             )
             resumed = True
             self.stats.resumes["gap" if gap else "resumed"] += 1
+        rules = self.moderation.room_rules(room)
+        state = rules.state()
+        if resumed:
+            # What moderators removed while the page was away, so it shows it no more.
+            state.update(rules.removed(command.since or 0))
         welcome = welcome_frame(
             name=name,
             avatar=command.avatar,
@@ -298,7 +303,7 @@ class Chat(Generic[M]):
             epoch=room.epoch,
             more=more,
             moderator=moderator,
-            state=self.moderation.room_rules(room).state(),
+            state=state,
         )
         self.outbox.send(member, wire_frame(welcome))
         count = len(room.members)

@@ -272,12 +272,18 @@ class Moderation:
         if room.remove(message_id) is None:
             raise ProtocolError("no_message", f"no message {message_id} in this room")
         self.chat.history.delete(Deletion(room.name, (message_id,)))
+        self.room_rules(room).deleted.append(message_id)
+        self._save_rules()
         self.chat.outbox.broadcast(room.members, _frame({"type": "deleted", "id": message_id}))
         return {"id": message_id}
 
     def _clear(self, actor: str, room: Room[Any], frame: dict[str, Any]) -> dict[str, Any]:
         count = room.clear()
         self.chat.history.delete(Deletion(room.name, through=room.stored_id))
+        rules = self.room_rules(room)
+        rules.cleared = room.stored_id
+        rules.deleted.clear()  # a clear covers them
+        self._save_rules()
         self.chat.outbox.broadcast(room.members, _frame({"type": "cleared"}))
         return {"count": count}
 

@@ -9,10 +9,14 @@ engine passes the clock in.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any
 
-__all__ = ["RoomRules", "rules_from_json", "rules_to_json"]
+__all__ = ["MAX_TOMBSTONES", "RoomRules", "rules_from_json", "rules_to_json"]
+
+#: Deleted ids remembered per room for pages that were away when they went.
+MAX_TOMBSTONES = 1000
 
 
 @dataclasses.dataclass
@@ -23,6 +27,13 @@ class RoomRules:
     slow: int = 0
     #: name key or address key -> wall-clock ms the mute ends.
     muted: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Ids of deleted messages, newest last: a page that was away when they
+    #: were deleted (a phone in a pocket) still shows them until told.
+    deleted: collections.deque[int] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=MAX_TOMBSTONES)
+    )
+    #: The highest id a clear removed (0: never cleared).
+    cleared: int = 0
     #: Slow mode: person (address key) -> monotonic time of the last post. Not
     #: stored: after a restart everyone may post once.
     last_post: dict[Any, float] = dataclasses.field(default_factory=dict)
@@ -44,16 +55,46 @@ class RoomRules:
             self.last_post = {p: t for p, t in self.last_post.items() if now - t < self.slow}
         return bool(ended)
 
+    def removed(self, since: int) -> dict[str, Any]:
+        """What a page resuming after ``since`` must take away: the welcome's fields.
+
+        ``deleted``: the deleted ids up to ``since`` (those after it are simply not
+        replayed); ``cleared``: every id up to it went in a clear.
+        """
+        fields: dict[str, Any] = {}
+        deleted = [message_id for message_id in self.deleted if message_id <= since]
+        if deleted:
+            fields["deleted"] = deleted
+        if self.cleared:
+            fields["cleared"] = self.cleared
+        return fields
+
     @property
     def default(self) -> bool:
         """Whether the rules are those of a room nobody moderated (nothing to store)."""
-        return not self.locked and not self.slow and not self.muted
+        return (
+            not self.locked
+            and not self.slow
+            and not self.muted
+            and not self.deleted
+            and not self.cleared
+        )
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def rules_to_json(rules: dict[str, RoomRules]) -> dict[str, Any]:
     """The stored form of every room's rules (rooms at their defaults left out)."""
     return {
-        room: {"locked": r.locked, "slow": r.slow, "muted": dict(r.muted)}
+        room: {
+            "locked": r.locked,
+            "slow": r.slow,
+            "muted": dict(r.muted),
+            "deleted": list(r.deleted),
+            "cleared": r.cleared,
+        }
         for room, r in sorted(rules.items())
         if not r.default
     }
@@ -75,6 +116,8 @@ def rules_from_json(data: object) -> dict[str, RoomRules]:
         locked = value.get("locked") is True
         slow = value.get("slow")
         muted = value.get("muted")
+        deleted = value.get("deleted")
+        cleared = value.get("cleared")
         rules[room] = RoomRules(
             locked=locked,
             slow=slow if isinstance(slow, int) and not isinstance(slow, bool) and slow > 0 else 0,
@@ -83,5 +126,10 @@ def rules_from_json(data: object) -> dict[str, RoomRules]:
                 for key, until in (muted.items() if isinstance(muted, dict) else ())
                 if isinstance(key, str) and isinstance(until, int) and not isinstance(until, bool)
             },
+            deleted=collections.deque(
+                (i for i in (deleted if isinstance(deleted, list) else ()) if _whole(i)),
+                maxlen=MAX_TOMBSTONES,
+            ),
+            cleared=cleared if isinstance(cleared, int) and _whole(cleared) else 0,
         )
     return rules

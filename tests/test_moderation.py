@@ -489,6 +489,8 @@ def test_lock_slow_and_mutes_are_stored_and_restored() -> None:
             "locked": True,
             "slow": 30,
             "muted": {"bob": h.wall + 600_000, "198.51.100.7": h.wall + 600_000},
+            "deleted": [],
+            "cleared": 0,
         }
     }
     again = harness()
@@ -506,6 +508,23 @@ def test_lock_slow_and_mutes_are_stored_and_restored() -> None:
     asyncio.run(again.chat.expire())
     assert again.history.rules["lobby"]["muted"] == {}
     assert again.history.rules["lobby"]["locked"] is True
+
+
+def test_a_page_away_during_deletions_is_told_when_it_resumes() -> None:
+    """A resumed welcome lists deleted ids up to its cursor and the last clear."""
+    h = harness(history=stored(5), last_id=5)
+    alice = moderator(h)
+    h.send(alice, type="delete", id=2)
+    h.send(alice, type="delete", id=5)
+    _, welcome = h.join("bob", since=4)
+    assert welcome["resumed"] is True and welcome["deleted"] == [2]
+    assert "cleared" not in welcome
+    _, fresh = h.join("carol")
+    assert "deleted" not in fresh  # a fresh page has nothing to take away
+    h.send(alice, type="clear")
+    _, welcome = h.join("dave", since=3)
+    assert welcome["cleared"] == 5 and "deleted" not in welcome
+    assert h.history.rules["lobby"]["cleared"] == 5  # kept across restarts too
 
 
 def test_malformed_stored_rules_are_skipped() -> None:

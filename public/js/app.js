@@ -366,6 +366,7 @@ function onWelcome(frame) {
   applySite(frame);
   online.reset(Array.isArray(frame.online) ? frame.online : []);
   if (replaced) log.clear();
+  else if (frame.resumed === true) forgetRemoved(frame);
   const history = Array.isArray(frame.history) ? frame.history : [];
   const gap = frame.gap === true && !replaced;
   if (gap) log.addNotice(GAP_NOTICE);
@@ -385,6 +386,14 @@ function onWelcome(frame) {
   setStatus("online", "Online");
   ui.composerError.textContent = "";
   updateComposer();
+}
+
+/** Take away what moderators deleted or cleared while this page was away. */
+function forgetRemoved(frame) {
+  if (Array.isArray(frame.deleted)) {
+    for (const id of frame.deleted) if (Number.isSafeInteger(id)) log.remove(id);
+  }
+  if (Number.isSafeInteger(frame.cleared)) log.removeThrough(frame.cleared);
 }
 
 /** The highest message id among `messages`, or `floor` when none is higher. */

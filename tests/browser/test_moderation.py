@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import Page
 
 from pichat.passwords import hash_password
+from tests.browser.chat import ChatClient
 from tests.browser.conftest import Tracked
 from tests.browser.pages import join, open_page, say, shown, wait_for_count, wait_online
 from tests.daemon import Daemon
@@ -147,3 +148,36 @@ def test_lock_shows_the_room_state(tmp_path: Path, contexts: Contexts) -> None:
         say(bob, "let me in")
         bob.wait_for_selector("#composer-error >> text=The room is locked")
         assert bob.input_value("#composer-text") == "let me in"
+
+
+def test_a_page_away_during_a_delete_and_a_clear_drops_them_on_resume(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """A phone in a pocket misses the deleted frame: its resume says what went."""
+    with Daemon(tmp_path, config=CONFIG) as d:
+        tracked = contexts()
+        bob = tracked.new_page()
+        join(bob, d.http_url, "bob")
+        with ChatClient(d.ws_url, "carol") as carol:
+            sent = [carol.say(f"m{n}") for n in range(4)]
+        wait_for_count(bob, 4)
+        tracked.context.set_offline(True)  # no reconnection until back online
+        d.restart()
+        bob.wait_for_selector("#status[data-state=waiting]")
+        with ChatClient(d.ws_url, "alice", password=PASSWORD) as alice:
+            alice.send({"type": "delete", "id": sent[1]["id"]})
+            alice.expect("done", action="delete")
+        tracked.context.set_offline(False)
+        bob.wait_for_function("() => document.querySelectorAll('#log .msg').length === 3")
+        wait_online(bob)
+        assert [m["text"] for m in shown(bob)] == ["m0", "m2", "m3"]
+        tracked.context.set_offline(True)
+        d.restart()  # the clear is remembered across a restart too
+        bob.wait_for_selector("#status[data-state=waiting]")
+        with ChatClient(d.ws_url, "alice", password=PASSWORD) as alice:
+            alice.send({"type": "clear"})
+            alice.expect("done", action="clear")
+        d.restart()
+        tracked.context.set_offline(False)
+        bob.wait_for_function("() => document.querySelectorAll('#log .msg').length === 0")
+        wait_online(bob)
