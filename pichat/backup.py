@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from .rotation import next_name, to_remove
+from .rotation import leftovers, next_name, to_remove
 from .store import HISTORY_FILE, SCHEMA_VERSION, StateLock, StoreError
 
 __all__ = [
@@ -208,15 +209,33 @@ def backup(state_dir: Path, target: Path, force: bool = False) -> str:
     return f"backed up {rooms} rooms, {messages} messages to {target}"
 
 
-def _backup_directory(directory: Path) -> list[str]:
-    """The entries of ``directory``, made (mode 0700: the history is private) if missing."""
+@contextlib.contextmanager
+def _locked_directory(directory: Path) -> Iterator[list[str]]:
+    """``directory`` (made mode 0700 if missing: the history is private), locked; its entries.
+
+    The lock (``flock`` on the directory itself) keeps a second rotating backup
+    out, so partial copies found there are leftovers of one cut off, removed.
+    """
     try:
         directory.mkdir(mode=0o700, exist_ok=True)
-        return os.listdir(directory)
-    except FileExistsError:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileExistsError, NotADirectoryError):
         raise BackupError(EX_CANTCREAT, f"{directory} is not a directory") from None
     except OSError as exc:
         raise BackupError(EX_CANTCREAT, f"cannot write {directory}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            message = f"another pichat backup --keep into {directory} is running"
+            raise BackupError(EX_TEMPFAIL, message) from None
+        names = os.listdir(directory)
+        for name in leftovers(names):
+            with contextlib.suppress(OSError):
+                (directory / name).unlink()
+        yield names
+    finally:
+        os.close(fd)
 
 
 def backup_rotating(
@@ -232,24 +251,21 @@ def backup_rotating(
         raise BackupError(EX_CANTCREAT, f"--keep {keep}: keep at least one backup")
     source = _open_history(state_dir)  # first: a bad source leaves no trace
     try:
-        names = _backup_directory(directory)
-        when = now or datetime.datetime.now(datetime.UTC)
-        target = directory / next_name(when, names)
-        rooms, messages = _write(source, state_dir / HISTORY_FILE, target, force=False)
+        with _locked_directory(directory) as names:
+            when = now or datetime.datetime.now(datetime.UTC)
+            target = directory / next_name(when, names)
+            rooms, messages = _write(source, state_dir / HISTORY_FILE, target, force=False)
+            done = f"backed up {rooms} rooms, {messages} messages to {target}"
+            removed = 0
+            for old in to_remove([*names, target.name], keep, target.name):
+                try:
+                    (directory / old).unlink()
+                except OSError as exc:
+                    message = f"{done}, but cannot remove {directory / old}: {exc.strerror}"
+                    raise BackupError(EX_CANTCREAT, message) from None
+                removed += 1
     finally:
         source.close()
-    done = f"backed up {rooms} rooms, {messages} messages to {target}"
-    removed = 0
-    for old in to_remove([*names, target.name], keep, target.name):
-        try:
-            (directory / old).unlink()
-        except FileNotFoundError:
-            continue  # removed meanwhile: what was wanted
-        except OSError as exc:
-            raise BackupError(
-                EX_CANTCREAT, f"{done}, but cannot remove {directory / old}: {exc.strerror}"
-            ) from None
-        removed += 1
     return done + (f"; removed {removed} older" if removed else "")
 
 

@@ -21,9 +21,11 @@ import datetime
 import re
 from collections.abc import Iterable
 
-__all__ = ["PATTERN", "next_name", "to_remove"]
+__all__ = ["PATTERN", "leftovers", "next_name", "to_remove"]
 
 PATTERN = re.compile(r"pichat-(\d{8}T\d{6}Z)(?:-([1-9]\d*))?\.sqlite3")
+# The partial copy of one being written (backup.py's staging name for it).
+_PARTIAL = re.compile(r"\.(pichat-\d{8}T\d{6}Z(?:-[1-9]\d*)?\.sqlite3)\.partial-\d+")
 
 
 def _key(name: str) -> tuple[str, int] | None:
@@ -31,6 +33,15 @@ def _key(name: str) -> tuple[str, int] | None:
     if match is None:
         return None
     return match.group(1), int(match.group(2) or 1)
+
+
+def leftovers(names: Iterable[str]) -> list[str]:
+    """The partial copies among ``names``: left by a backup cut off (a power cut, a kill).
+
+    Only safe to remove while no other backup into the directory runs, which
+    ``pichat backup --keep`` makes sure of with a lock.
+    """
+    return sorted(name for name in names if _PARTIAL.fullmatch(name))
 
 
 def next_name(now: datetime.datetime, existing: Iterable[str]) -> str:

@@ -7,6 +7,7 @@ rotation keeps or removes is a pichat database.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import resource
@@ -255,3 +256,39 @@ async def test_a_target_that_is_a_file_is_refused(
     assert await pichat("backup", "--config", str(history), "--keep", "3", str(target)) == 73
     assert capsys.readouterr().err == f"pichat backup: {target} is not a directory\n"
     assert target.read_bytes() == b"some file"
+
+
+async def test_a_cut_off_backup_leaves_nothing_behind_the_next_night(
+    tmp_path: Path, history: Path
+) -> None:
+    """The partial copy of a backup killed midway (a power cut) goes with the next run."""
+    target = tmp_path / "backups"
+    target.mkdir()
+    partial = target / ".pichat-20261201T031500Z.sqlite3.partial-4242"
+    partial.write_bytes(b"half a database")
+    by_hand = target / ".mine.sqlite3.partial-1"
+    by_hand.write_bytes(b"not ours")
+    assert await pichat("backup", "--config", str(history), "--keep", "2", str(target)) == 0
+    assert not partial.exists() and by_hand.exists()
+    assert len(new_backups(target, {})) == 1
+
+
+async def test_a_second_backup_into_the_same_directory_waits_its_turn(
+    tmp_path: Path, history: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While one rotating backup holds the directory, another exits 75 and touches nothing."""
+    target = tmp_path / "backups"
+    target.mkdir()
+    partial = target / ".pichat-20261201T031500Z.sqlite3.partial-4242"
+    partial.write_bytes(b"the other backup's copy in progress")
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        code = await pichat("backup", "--config", str(history), "--keep", "2", str(target))
+    finally:
+        os.close(fd)
+    assert code == 75
+    assert capsys.readouterr().err == (
+        f"pichat backup: another pichat backup --keep into {target} is running\n"
+    )
+    assert [p.name for p in target.iterdir()] == [partial.name]

@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from pichat.rotation import next_name, to_remove
+from pichat.rotation import leftovers, next_name, to_remove
 
 NOW = datetime.datetime(2026, 12, 2, 3, 15, 42, tzinfo=datetime.UTC)
 
@@ -80,3 +80,18 @@ def test_keep_below_one_is_refused() -> None:
     """Keeping no backup would delete the one just made."""
     with pytest.raises(ValueError, match="at least 1"):
         to_remove([], 0, "pichat-20261202T031542Z.sqlite3")
+
+
+def test_leftovers_are_the_partial_copies_of_dated_backups() -> None:
+    """A cut-off backup's partial file is a leftover; others' files and backups are not."""
+    names = [
+        ".pichat-20261201T031500Z.sqlite3.partial-4242",
+        ".pichat-20261201T031500Z-2.sqlite3.partial-7",
+        ".history-by-hand.sqlite3.partial-4242",
+        "pichat-20261201T031500Z.sqlite3",
+        ".pichat-20261201T031500Z.sqlite3.partial-",
+    ]
+    assert leftovers(names) == [
+        ".pichat-20261201T031500Z-2.sqlite3.partial-7",
+        ".pichat-20261201T031500Z.sqlite3.partial-4242",
+    ]

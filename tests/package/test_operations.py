@@ -132,8 +132,11 @@ async def test_backup_service_keeps_the_newest_and_spares_a_stopped_history(
     container = empty_backups
     container.write(KEEP_DROP_IN, "[Service]\nEnvironment=BACKUP_KEEP=2\n")
     container.systemctl("daemon-reload")
-    container.write(f"{BACKUPS}/notes.txt", "kept by hand\n")
+    container.run(["rm", "-rf", BACKUPS])  # deleted by hand: made again, private
     start_backup(container)
+    mode = container.run(["stat", "-c", "%a %U:%G", BACKUPS]).stdout.strip()
+    assert mode == "700 root:root"
+    container.write(f"{BACKUPS}/notes.txt", "kept by hand\n")
     start_backup(container)
     # Stopped: SQLite's -wal and -shm made by the root backup must stay the daemon's.
     container.systemctl("stop", UNIT)
