@@ -14,18 +14,25 @@ way, keeps the database it replaces beside it, and keeps every room's epoch,
 with each room's last id raised to the highest the replaced database had given
 out: a page that saw messages newer than the backup resumes with neither a gap
 nor an id used twice.
+
+``pichat backup --keep N DIR`` (what ``pichat-backup.service`` runs nightly)
+writes a dated file into ``DIR`` the same way and then removes the oldest
+dated backups there beyond ``N`` (:mod:`.rotation` picks them); a backup that
+fails removes nothing, so a full disk never costs the copies already made.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from .rotation import leftovers, next_name, to_remove
 from .store import HISTORY_FILE, SCHEMA_VERSION, StateLock, StoreError
 
 __all__ = [
@@ -35,6 +42,7 @@ __all__ = [
     "EX_TEMPFAIL",
     "BackupError",
     "backup",
+    "backup_rotating",
     "check_database",
     "open_readonly",
     "restore",
@@ -72,15 +80,8 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     return db
 
 
-def check_database(db: sqlite3.Connection, name: Path | str) -> tuple[int, int]:
-    """That ``db`` is a sound pichat history this pichat can read.
-
-    Returns:
-        how many rooms and messages it holds.
-
-    Raises:
-        BackupError: naming what is wrong (EX_DATAERR).
-    """
+def _check_schema(db: sqlite3.Connection, name: Path | str) -> None:
+    """That ``db`` has pichat's tables in a schema this pichat reads (cheap: no page read)."""
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
@@ -94,6 +95,18 @@ def check_database(db: sqlite3.Connection, name: Path | str) -> tuple[int, int]:
         )
     if version < 1 or not {"messages", "rooms"} <= tables:
         raise BackupError(EX_DATAERR, f"{name} is not a pichat database (no pichat tables)")
+
+
+def check_database(db: sqlite3.Connection, name: Path | str) -> tuple[int, int]:
+    """That ``db`` is a sound pichat history this pichat can read.
+
+    Returns:
+        how many rooms and messages it holds.
+
+    Raises:
+        BackupError: naming what is wrong (EX_DATAERR).
+    """
+    _check_schema(db, name)
     try:
         verdict = [row[0] for row in db.execute("PRAGMA integrity_check(3)")]
         rooms = db.execute("SELECT count(*) FROM rooms").fetchone()[0]
@@ -116,8 +129,12 @@ def _staging(target: Path) -> Iterator[Path]:
             partial.unlink()
 
 
-def _copy(source: sqlite3.Connection, partial: Path) -> tuple[int, int]:
-    """The online backup of ``source`` into ``partial``, checked and synced."""
+def _copy(source: sqlite3.Connection, partial: Path, name: Path) -> tuple[int, int]:
+    """The online backup of ``source`` (called ``name``) into ``partial``, checked and synced.
+
+    The copy is what is checked, so a source damaged on disk is named as such
+    without a second full read of it.
+    """
     try:
         partial.unlink(missing_ok=True)
         copy = sqlite3.connect(partial, isolation_level=None)
@@ -126,7 +143,7 @@ def _copy(source: sqlite3.Connection, partial: Path) -> tuple[int, int]:
     try:
         source.backup(copy)
         copy.execute("PRAGMA journal_mode = DELETE")  # one file, no -wal beside it
-        counts = check_database(copy, partial)
+        counts = check_database(copy, name)
     except sqlite3.Error as exc:
         raise BackupError(EX_CANTCREAT, f"cannot write {partial.parent}: {exc}") from None
     finally:
@@ -147,6 +164,33 @@ def _sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _open_history(state_dir: Path) -> sqlite3.Connection:
+    """The live history, read-only, once it is known to be a pichat database."""
+    path = state_dir / HISTORY_FILE
+    source = open_readonly(path)
+    try:
+        _check_schema(source, path)
+    except BackupError:
+        source.close()
+        raise
+    return source
+
+
+def _write(source: sqlite3.Connection, name: Path, target: Path, force: bool) -> tuple[int, int]:
+    """Copy ``source`` to ``target`` through a partial file; ``target`` is untouched on failure."""
+    with _staging(target) as partial:
+        counts = _copy(source, partial, name)
+        try:
+            if force:
+                os.replace(partial, target)
+            else:
+                os.link(partial, target)  # fails if the target appeared meanwhile
+        except OSError as exc:
+            raise BackupError(EX_CANTCREAT, f"cannot write {target}: {exc.strerror}") from None
+        _sync_directory(target.parent)
+    return counts
+
+
 def backup(state_dir: Path, target: Path, force: bool = False) -> str:
     """Copy the history of ``state_dir`` to ``target``; returns what was done.
 
@@ -157,25 +201,72 @@ def backup(state_dir: Path, target: Path, force: bool = False) -> str:
         raise BackupError(EX_CANTCREAT, f"{target} is a directory: give a file name")
     if target.exists() and not force:
         raise BackupError(EX_CANTCREAT, f"{target} exists: pass --force to overwrite it")
-    source = open_readonly(state_dir / HISTORY_FILE)
+    source = _open_history(state_dir)
     try:
-        try:
-            source.execute("PRAGMA user_version").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise BackupError(EX_DATAERR, f"{state_dir / HISTORY_FILE}: {exc}") from None
-        with _staging(target) as partial:
-            rooms, messages = _copy(source, partial)
-            try:
-                if force:
-                    os.replace(partial, target)
-                else:
-                    os.link(partial, target)  # fails if the target appeared meanwhile
-            except OSError as exc:
-                raise BackupError(EX_CANTCREAT, f"cannot write {target}: {exc.strerror}") from None
-            _sync_directory(target.parent)
+        rooms, messages = _write(source, state_dir / HISTORY_FILE, target, force)
     finally:
         source.close()
     return f"backed up {rooms} rooms, {messages} messages to {target}"
+
+
+@contextlib.contextmanager
+def _locked_directory(directory: Path) -> Iterator[list[str]]:
+    """``directory`` (made mode 0700 if missing: the history is private), locked; its entries.
+
+    The lock (``flock`` on the directory itself) keeps a second rotating backup
+    out, so partial copies found there are leftovers of one cut off, removed.
+    """
+    try:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileExistsError, NotADirectoryError):
+        raise BackupError(EX_CANTCREAT, f"{directory} is not a directory") from None
+    except OSError as exc:
+        raise BackupError(EX_CANTCREAT, f"cannot write {directory}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            message = f"another pichat backup --keep into {directory} is running"
+            raise BackupError(EX_TEMPFAIL, message) from None
+        names = os.listdir(directory)
+        for name in leftovers(names):
+            with contextlib.suppress(OSError):
+                (directory / name).unlink()
+        yield names
+    finally:
+        os.close(fd)
+
+
+def backup_rotating(
+    state_dir: Path, directory: Path, keep: int, now: datetime.datetime | None = None
+) -> str:
+    """A dated backup in ``directory``, then the oldest dated ones beyond ``keep`` removed.
+
+    Raises:
+        BackupError: with a line and an exit code. A failed backup removes
+            nothing; a failed removal comes after a good backup, and says so.
+    """
+    if keep < 1:
+        raise BackupError(EX_CANTCREAT, f"--keep {keep}: keep at least one backup")
+    source = _open_history(state_dir)  # first: a bad source leaves no trace
+    try:
+        with _locked_directory(directory) as names:
+            when = now or datetime.datetime.now(datetime.UTC)
+            target = directory / next_name(when, names)
+            rooms, messages = _write(source, state_dir / HISTORY_FILE, target, force=False)
+            done = f"backed up {rooms} rooms, {messages} messages to {target}"
+            removed = 0
+            for old in to_remove([*names, target.name], keep, target.name):
+                try:
+                    (directory / old).unlink()
+                except OSError as exc:
+                    message = f"{done}, but cannot remove {directory / old}: {exc.strerror}"
+                    raise BackupError(EX_CANTCREAT, message) from None
+                removed += 1
+    finally:
+        source.close()
+    return done + (f"; removed {removed} older" if removed else "")
 
 
 def _room_ids(path: Path) -> list[tuple[str, int, str]]:
@@ -217,7 +308,7 @@ def _restore(state_dir: Path, source_path: Path) -> str:
         check_database(source, source_path)
         target = state_dir / HISTORY_FILE
         with _staging(target) as partial:
-            rooms, messages = _copy(source, partial)
+            rooms, messages = _copy(source, partial, source_path)
             _continue_ids(partial, _room_ids(target))
             kept = _set_aside(target)
             os.replace(partial, target)

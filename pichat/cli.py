@@ -79,8 +79,18 @@ def _parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help="TOML file (default: $PICHAT_CONFIG, else /etc/pichat/pichat.toml if present)",
         )
-    parsers["backup"].add_argument("file", type=Path, metavar="FILE", help="the copy to write")
-    parsers["backup"].add_argument("--force", action="store_true", help="overwrite FILE")
+    backup = parsers["backup"]
+    backup.add_argument(
+        "file", type=Path, metavar="FILE", help="the copy to write (with --keep: a directory)"
+    )
+    either = backup.add_mutually_exclusive_group()
+    either.add_argument("--force", action="store_true", help="overwrite FILE")
+    either.add_argument(
+        "--keep",
+        type=_at_least_one,
+        metavar="N",
+        help="FILE is a directory: write a dated pichat-DATE.sqlite3 there, keep the newest N",
+    )
     parsers["restore"].add_argument("file", type=Path, metavar="FILE", help="a pichat backup")
     export = parsers["export"]
     export.add_argument("--room", metavar="ROOM", help="only this room (default: every room)")
@@ -123,6 +133,17 @@ def _ctl_parser(commands: Any) -> None:
     add("unlock", "everyone may post again", "room")
     add("slow", "one message per person per SECONDS (0: off)", "room", "seconds")
     add("announce", "a message from the room itself, shown apart", "room", "text")
+
+
+def _at_least_one(text: str) -> int:
+    """``--keep``'s value: a whole number from 1 (argparse turns the error into one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: keep at least 1 backup")
+    return value
 
 
 def _since_ms(text: str) -> int:
@@ -194,11 +215,13 @@ def _hash_password() -> int:
 
 
 def _history_command(args: argparse.Namespace, settings: Settings) -> int:
-    from .backup import EX_CANTCREAT, BackupError, backup, restore
+    from .backup import EX_CANTCREAT, BackupError, backup, backup_rotating, restore
     from .export import export
 
     try:
-        if args.command == "backup":
+        if args.command == "backup" and args.keep is not None:
+            print(backup_rotating(settings.state_dir, args.file, args.keep), file=sys.stderr)
+        elif args.command == "backup":
             print(backup(settings.state_dir, args.file, args.force), file=sys.stderr)
         elif args.command == "restore":
             print(restore(settings.state_dir, args.file), file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import ssl
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ from pichat.settings import ConfigError, load
 from pichat.systemd import SystemdEnvironment
 from tests.conftest import recv_type
 from tests.daemon import TIMEOUT
+from tests.daemon import Daemon as Process
 from tests.harness import running, settings_for
 from tests.http import raw_get
 from tests.tls import TestCA
@@ -99,6 +101,43 @@ async def test_reload_swaps_the_certificate_and_keeps_connections(tmp_path: Path
         _, subject = await https_get(daemon.port, context)
         assert subject == "second"
         await alice.close()
+
+
+async def test_sighup_swaps_the_certificate_for_new_connections_only(tmp_path: Path) -> None:
+    """A real SIGHUP: RELOADING=1 then READY=1, new handshakes see the new certificate,
+    and a wss client connected before it keeps chatting on the old session."""
+    ca = TestCA(tmp_path / "ca")
+    first, first_key = ca.issue("first")
+    second, second_key = ca.issue("second")
+    live, live_key = tmp_path / "live.pem", tmp_path / "live.key"
+    live.write_bytes(first.read_bytes())
+    live_key.write_bytes(first_key.read_bytes())
+    config = {"tls_certificate": str(live), "tls_private_key": str(live_key)}
+    (tmp_path / "daemon").mkdir()
+    with Process(tmp_path / "daemon", config) as daemon:
+        assert daemon.notify is not None
+        context = ca.client_context()
+        _, subject = await https_get(daemon.port, context)
+        assert subject == "first"
+        alice, _ = await wss_join(daemon.port, context, "alice")
+        # As certbot renews: the new pair replaces the files, then the reload.
+        live.write_bytes(second.read_bytes())
+        live_key.write_bytes(second_key.read_bytes())
+        daemon.signal(signal.SIGHUP)
+        daemon.notify.wait_for("RELOADING", "1")
+        daemon.notify.wait_for("READY", "1")
+        assert "certificate reloaded from" in daemon.log()
+        _, subject = await https_get(daemon.port, context)
+        assert subject == "second"
+        bob, _ = await wss_join(daemon.port, context, "bob")
+        # The socket alice holds was never re-handshaken: it still shows the first one.
+        peer = alice.transport.get_extra_info("peercert")
+        assert dict(item[0] for item in peer["subject"])["commonName"] == "first"
+        await alice.send(json.dumps({"type": "say", "text": "across the SIGHUP"}))
+        assert (await recv_type(alice, "message"))["text"] == "across the SIGHUP"
+        assert (await recv_type(bob, "message"))["text"] == "across the SIGHUP"
+        await alice.close()
+        await bob.close()
 
 
 async def test_missing_or_mismatched_key_at_start_is_exit_78(tmp_path: Path) -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ssl
 import subprocess
 from pathlib import Path
 
-__all__ = ["TestCA"]
+__all__ = ["TestCA", "spki_sha256"]
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
+def _openssl(*args: str) -> bytes:
+    return subprocess.run(["openssl", *args], check=True, capture_output=True).stdout
 
 
 class TestCA:
@@ -50,3 +52,19 @@ class TestCA:
     def client_context(self) -> ssl.SSLContext:
         """A client context that trusts only this CA (and checks the host name)."""
         return ssl.create_default_context(cafile=self.certificate)
+
+
+def spki_sha256(certificate: Path) -> str:
+    """The base64 SHA-256 of the certificate's SubjectPublicKeyInfo (DER).
+
+    That is what Chromium's ``--ignore-certificate-errors-spki-list`` takes: trust for
+    this one key, not a blanket ignore of certificate errors.
+    """
+    public_key = _openssl("x509", "-in", str(certificate), "-noout", "-pubkey")
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "DER"],
+        input=public_key,
+        check=True,
+        capture_output=True,
+    ).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()

@@ -154,6 +154,21 @@ def test_power_settings_are_skipped_off_a_pi(converged: Converged) -> None:
     assert container.show("triggerhappy.service", "UnitFileState") == "enabled"
 
 
+def test_tls_and_backup_stay_off_by_default(converged: Converged) -> None:
+    """Without the TLS and backup variables: no credential drop-in, plain HTTP, timer off."""
+    container = converged.target.container
+    assert (
+        container.run(
+            ["test", "-e", "/etc/systemd/system/pichat.service.d/tls.conf"], check=False
+        ).returncode
+        == 1
+    )
+    assert "tls_certificate" not in converged.config()
+    assert container.show("pichat-backup.timer", "UnitFileState") == "disabled"
+    assert container.show("pichat-backup.timer", "ActiveState") == "inactive"
+    assert "BACKUP_KEEP=7" in container.show("pichat-backup.service", "Environment")
+
+
 def test_second_run_changes_nothing(converged: Converged) -> None:
     """Running the playbook again on the converged host reports changed=0."""
     run = converged.target.playbook(converged.variables).check()

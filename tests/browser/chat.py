@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from contextlib import ExitStack
 from typing import Any
 
@@ -25,11 +26,12 @@ class ChatClient:
     """One joined connection; frames that are not awaited are kept in ``frames``.
 
     Args:
-        url: the daemon's ``ws://`` URL.
+        url: the daemon's ``ws://`` (or ``wss://``) URL.
         name: the name to join with.
         avatar: the avatar URL (may be empty).
         since: the resume cursor (``None`` for a fresh join).
         password: a moderator's password.
+        tls: the client context for a ``wss://`` URL (one that trusts the test CA).
     """
 
     def __init__(
@@ -39,12 +41,19 @@ class ChatClient:
         avatar: str = "",
         since: int | None = None,
         password: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.frames: list[dict[str, Any]] = []
         # Entered as a context manager: websockets 17 warns about a bare connect().
         self._stack = ExitStack()
         self.ws: ClientConnection = self._stack.enter_context(
-            connect(url, subprotocols=[SUBPROTOCOL], open_timeout=TIMEOUT, close_timeout=TIMEOUT)
+            connect(
+                url,
+                ssl=tls,
+                subprotocols=[SUBPROTOCOL],
+                open_timeout=TIMEOUT,
+                close_timeout=TIMEOUT,
+            )
         )
         try:
             hello = {"type": "join", "name": name, "avatar": avatar, "since": since}

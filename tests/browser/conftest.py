@@ -115,13 +115,18 @@ def playwright() -> Iterator[Playwright]:
 @pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     """One headless Chromium for all the browser tests."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make host-packages` installs Debian's chromium")
-    browser = playwright.chromium.launch(
-        executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True
-    )
+    browser = launch(playwright)
     yield browser
     browser.close()
+
+
+def launch(playwright: Playwright, *extra_args: str) -> Browser:
+    """Debian's Chromium, headless, fenced to loopback, with ``extra_args`` added."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make host-packages` installs Debian's chromium")
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM), args=[*LAUNCH_ARGS, *extra_args], headless=True
+    )
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
