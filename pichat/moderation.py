@@ -208,6 +208,24 @@ class Moderation:
         if self.bans.name(name_key(name), self.chat.wall_ms()) is not None:
             raise ProtocolError("name_banned", "this name is banned from the chat")
 
+    def may_speak(self, member: Member, room: Room[Any], name: str) -> bool:
+        """Whether a post could pass mute and lock now (no side effect, unlike may_post).
+
+        For what only goes with posting (the typing indicator): someone who may
+        not post is not shown typing either.
+        """
+        if member.moderator:
+            return True
+        rules = self.rules.get(room.name)
+        if rules is None:
+            return True
+        now = self.chat.monotonic()
+        for key in (name_key(name), member.address):
+            until = rules.muted.get(key) if key else None
+            if until is not None and now < until:
+                return False
+        return not rules.locked
+
     def may_post(self, member: Member, room: Room[Any], name: str) -> None:
         """Raise ``muted``, ``room_locked`` or ``rate_limited`` (slow mode); moderators pass."""
         if member.moderator:
