@@ -104,8 +104,13 @@ async function focusMessage(data) {
   const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
   const page = windows.find((client) => client.focused) || windows[0];
   if (page) {
-    await page.focus();
     page.postMessage({ type: "focus-message", id });
+    try {
+      await page.focus();
+    } catch (error) {
+      // Allowed only while handling a real click on the notification.
+      console.info("pichat: cannot focus the page", error);
+    }
     return;
   }
   await self.clients.openWindow(id === null ? "./" : `./#message-${id}`);

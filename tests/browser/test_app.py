@@ -99,3 +99,269 @@ def test_manifest_and_icons_make_the_page_installable(tmp_path: Path, profile: T
             "meta[name=theme-color]", "nodes => nodes.map(n => n.media)"
         )
         assert sorted(themes) == ["(prefers-color-scheme: dark)", "(prefers-color-scheme: light)"]
+
+
+def test_the_page_opens_offline_and_reconnects_when_the_pi_is_back(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """With the daemon stopped the worker serves the page, which says so and rejoins later."""
+    with Daemon(tmp_path, config={"title": "Hallway"}) as d:
+        tracked = contexts()
+        page = tracked.new_page()
+        join(page, d.http_url, "reader")
+        worker(tracked.context, page)
+        with ChatClient(d.ws_url, "carol") as carol:
+            before = carol.say("before the power cut")
+        wait_for_message(page, before["id"])
+        d.stop()
+        page.wait_for_selector("#status[data-state=waiting]")
+        page.reload()
+        # Nothing answers on the port: what is shown came from the service worker.
+        page.wait_for_selector("#status[data-state=waiting]")
+        page.wait_for_function(
+            "() => document.getElementById('status-text').textContent === 'Offline, retrying'"
+        )
+        assert page.title() == "Hallway" and page.inner_text("#title") == "Hallway"
+        assert page.is_visible("#composer") and page.is_disabled("#composer-send")
+        d.start()
+        wait_online(page)
+        wait_for_message(page, before["id"])
+        with ChatClient(d.ws_url, "carol") as carol:
+            after = carol.say("the Pi is back")
+        wait_for_message(page, after["id"])
+
+
+def typing_line(page: Page) -> str:
+    """What the line above the composer says about who is typing."""
+    return page.inner_text("#typing").strip()
+
+
+def test_typing_in_one_page_shows_in_the_other_until_the_message(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """Typing shows "ada is typing…" to the others, once per 3.5 s, and the message hides it."""
+    with Daemon(tmp_path) as d:
+        ada_context = contexts()
+        ada, bob = ada_context.new_page(), contexts().new_page()
+        join(ada, d.http_url, "ada")
+        join(bob, d.http_url, "bob")
+        ada.locator("#composer-text").press_sequentially("hello there, bob")
+        bob.wait_for_function("() => document.getElementById('typing').textContent !== ''")
+        assert typing_line(bob) == "ada is typing…"
+        assert typing_line(ada) == ""
+        typing = [f for f in ada_context.sent if json.loads(f).get("type") == "typing"]
+        assert len(typing) == 1, "one frame for a burst of keystrokes"
+        ada.press("#composer-text", "Enter")
+        wait_for_message(bob, 1)
+        assert typing_line(bob) == ""
+
+
+def test_typing_disappears_without_new_frames_and_counts_people(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """A name goes after 5 s without a frame; three typists are "3 people are typing…"."""
+    with Daemon(tmp_path) as d:
+        page = contexts().new_page()
+        page.clock.install()
+        join(page, d.http_url, "reader")
+        with (
+            ChatClient(d.ws_url, "Ada") as ada,
+            ChatClient(d.ws_url, "Bob") as bob,
+            ChatClient(d.ws_url, "Cy") as cy,
+        ):
+            ada.send({"type": "typing"})
+            page.wait_for_function("() => document.getElementById('typing').textContent !== ''")
+            assert typing_line(page) == "Ada is typing…"
+            bob.send({"type": "typing"})
+            page.wait_for_function(
+                "() => /Bob/.test(document.getElementById('typing').textContent)"
+            )
+            assert typing_line(page) == "Ada and Bob are typing…"
+            cy.send({"type": "typing"})
+            page.wait_for_function(
+                "() => /3 people/.test(document.getElementById('typing').textContent)"
+            )
+            assert typing_line(page) == "3 people are typing…"
+            page.clock.run_for(5_100)
+            page.wait_for_function("() => document.getElementById('typing').textContent === ''")
+            cy.send({"type": "typing"})  # under 3 s after Cy's last: the server drops it
+            bye = ada.say("bye")
+            wait_for_message(page, bye["id"])
+            assert typing_line(page) == ""
+
+
+def test_mentions_are_highlighted_and_at_offers_the_names_online(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """@you stands out more than @someone-else; `@` lists who is online, keyboard and touch."""
+    with Daemon(tmp_path) as d:
+        page = contexts(has_touch=True).new_page()
+        join(page, d.http_url, "reader")
+        with ChatClient(d.ws_url, "Ada Lovelace") as ada, ChatClient(d.ws_url, "bob") as bob:
+            page.wait_for_function(
+                "() => document.getElementById('online-count').textContent === '3'"
+            )
+            message = ada.say("@reader look, and @bob (ada@example.org is not one) @Ada Lovelace")
+            wait_for_message(page, message["id"])
+            item = page.locator(f'#log .msg[data-id="{message["id"]}"]')
+            assert item.get_attribute("class") is not None
+            assert "mentions-me" in (item.get_attribute("class") or "")
+            assert item.locator(".mention-me").all_inner_texts() == ["@reader"]
+            assert item.locator(".mention").all_inner_texts() == [
+                "@reader",
+                "@bob",
+                "@Ada Lovelace",
+            ]
+            box = page.locator("#composer-text")
+            box.press_sequentially("hi @")
+            page.wait_for_selector("#suggest:not([hidden])")
+            assert page.locator("#suggest [role=option]").all_inner_texts() == [
+                "Ada Lovelace",
+                "bob",
+            ]
+            box.press_sequentially("b")
+            assert page.locator("#suggest [role=option]").all_inner_texts() == ["bob"]
+            box.press("Enter")
+            assert box.input_value() == "hi @bob "
+            assert page.is_hidden("#suggest")
+            box.press_sequentially("and @")
+            box.press("ArrowDown")
+            box.press("ArrowDown")
+            assert page.get_attribute("#composer-text", "aria-activedescendant") == "suggest-0"
+            page.locator("#suggest [role=option]", has_text="Ada Lovelace").tap()
+            assert box.input_value() == "hi @bob and @Ada Lovelace "
+            assert page.evaluate("document.activeElement.id") == "composer-text"
+            box.press("Enter")
+            sent = bob.expect("message", name="reader")
+            assert sent["text"] == "hi @bob and @Ada Lovelace "
+
+
+NOTIFICATIONS = """
+async () => (await self.registration.getNotifications()).map(
+  (n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data })
+)
+"""
+
+
+def test_a_mention_while_hidden_notifies_and_the_notification_leads_to_it(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """Opted in: a mention in a hidden page is a system notification; its click shows the message."""
+    with Daemon(tmp_path, config={"title": "Hallway"}) as d:
+        tracked = contexts()
+        tracked.context.grant_permissions(["notifications"], origin=d.http_url)
+        page = tracked.new_page()
+        join(page, d.http_url, "reader")
+        sw = worker(tracked.context, page)
+        page.click("#settings > summary")
+        page.check("#notify-mentions")
+        assert page.evaluate("localStorage.getItem('pichat.notify.mentions')") == "1"
+        assert not page.is_checked("#notify-all")
+        with ChatClient(d.ws_url, "carol") as carol:
+            visible = carol.say("@reader while you look")
+            wait_for_message(page, visible["id"])
+            set_visibility(page, "hidden")
+            other = carol.say("not about you")
+            mention = carol.say("@reader are you there?")
+            wait_for_message(page, mention["id"])
+            sw.evaluate("() => new Promise((done) => setTimeout(done, 0))")
+            page.wait_for_function("() => document.title.startsWith('(2)')")
+            shown_now = sw.evaluate(NOTIFICATIONS)
+            assert shown_now == [
+                {
+                    "title": "carol mentioned you",
+                    "body": "@reader are you there?",
+                    "tag": f"pichat-{mention['id']}",
+                    "data": {"id": mention["id"]},
+                }
+            ], f"none for {visible['id']} (visible) or {other['id']} (no mention)"
+            # What a click on it does (a click cannot be made headless): the worker's handler.
+            sw.evaluate("() => focusMessage({ id: %d })" % mention["id"])
+            page.wait_for_function(
+                "(id) => document.activeElement.dataset.id === String(id)", arg=mention["id"]
+            )
+            # Every message, on this device, when asked for.
+            page.check("#notify-all")
+            plain = carol.say("just chatting")
+            wait_for_message(page, plain["id"])
+            page.wait_for_function(
+                "async () => (await (await navigator.serviceWorker.ready).getNotifications()).length === 2"
+            )
+
+
+def test_notifications_ask_permission_only_on_the_click_and_say_when_blocked(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """Loading and joining ask nothing; a refused permission unticks the box and says why."""
+    with Daemon(tmp_path) as d:
+        tracked = contexts()
+        page = tracked.new_page()
+        join(page, d.http_url, "reader")
+        assert page.evaluate("Notification.permission") == "default", "nothing asked on load"
+        # Headless Chromium answers a permission request it was not granted with a refusal.
+        page.click("#settings > summary")
+        page.check("#notify-mentions", force=True)
+        page.wait_for_function("() => !document.getElementById('notify-mentions').checked")
+        assert "blocked" in page.inner_text("#notify-hint")
+        assert page.evaluate("localStorage.getItem('pichat.notify.mentions')") is None
+
+
+def test_new_since_you_left_divider_after_a_hidden_period(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """Back from the background, a line marks the first message that came meanwhile."""
+    with Daemon(tmp_path, config={"rate_messages": 1000}) as d:
+        page = contexts(viewport={"width": 360, "height": 740}).new_page()
+        join(page, d.http_url, "reader")
+        with ChatClient(d.ws_url, "carol") as carol:
+            seen = carol.say("seen before leaving")
+            wait_for_message(page, seen["id"])
+            assert page.locator(".unread-divider").count() == 0
+            set_visibility(page, "hidden")
+            first = carol.say("first while away")
+            for n in range(12):
+                last = carol.say(f"more while away {n}")
+            wait_for_message(page, last["id"])
+            set_visibility(page, "visible")
+            following = page.evaluate(
+                "() => document.querySelector('.unread-divider').nextElementSibling.dataset.id"
+            )
+            assert following == str(first["id"])
+            assert page.inner_text(".unread-divider") == "New since you left"
+            # On screen, not scrolled past.
+            box = page.locator(".unread-divider").bounding_box()
+            log = page.locator("#log").bounding_box()
+            assert box is not None and log is not None and box["y"] >= log["y"]
+            later = carol.say("said after the return")
+            wait_for_message(page, later["id"])
+            assert page.locator(".unread-divider").count() == 1
+            # A phone drops the socket in the background: the resume's messages count too.
+            set_visibility(page, "hidden")
+        d.kill()
+        page.wait_for_selector("#status[data-state=waiting]")
+        d.start()
+        with ChatClient(d.ws_url, "carol") as carol:
+            missed = carol.say("missed while the socket was gone")
+        set_visibility(page, "visible")
+        wait_for_message(page, missed["id"])
+        following = page.evaluate(
+            "() => document.querySelector('.unread-divider').nextElementSibling.dataset.id"
+        )
+        assert following == str(missed["id"])
+        assert page.locator(".unread-divider").count() == 1
+
+
+def test_plain_http_to_a_host_name_skips_all_of_it(tmp_path: Path, contexts: Contexts) -> None:
+    """Not a secure context: no worker, no notification settings, and the chat works."""
+    with Daemon(tmp_path) as d:
+        url = f"http://chat.{TEST_DOMAIN}:{d.port}"
+        tracked = contexts()
+        page = tracked.new_page()
+        join(page, url, "plain")
+        assert page.evaluate("window.isSecureContext") is False
+        assert page.is_hidden("#settings")
+        say(page, "still works")
+        wait_for_message(page, 1)
+        assert page.evaluate("navigator.serviceWorker === undefined")
+        assert tracked.context.service_workers == []
+        assert not any(url.endswith("/sw.js") for url in tracked.requests)
