@@ -190,9 +190,16 @@ export class LogView {
     this.names = () => [];
     this.authors = new Set();
     this.divider = null;
+    // Whether the reader is at the bottom: kept there when the log changes size (the
+    // header wraps anew, a phone's keyboard opens), not only when messages arrive.
+    this.stuck = true;
     log.addEventListener("scroll", () => {
-      if (this.atBottom()) this.hideNewButton();
+      this.stuck = this.atBottom();
+      if (this.stuck) this.hideNewButton();
     }, { passive: true });
+    new ResizeObserver(() => {
+      if (this.stuck) this.log.scrollTop = this.log.scrollHeight;
+    }).observe(log);
     newButton.addEventListener("click", () => {
       this.scrollToBottom();
       this.log.focus({ preventScroll: true });
@@ -348,6 +355,7 @@ export class LogView {
   }
 
   scrollToBottom() {
+    this.stuck = true;
     this.log.scrollTop = this.log.scrollHeight;
     this.hideNewButton();
   }

@@ -11,7 +11,6 @@ import json
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, Worker
@@ -37,7 +36,8 @@ def png_size(body: bytes) -> tuple[int, int]:
 def worker(context: BrowserContext, page: Page) -> Worker:
     """The page's service worker, once it is active and controls the page."""
     page.wait_for_function(
-        "async () => (await navigator.serviceWorker.ready) && navigator.serviceWorker.controller !== null"
+        "async () => (await navigator.serviceWorker.ready)"
+        " && navigator.serviceWorker.controller !== null"
     )
     return context.service_workers[0]
 
@@ -246,7 +246,7 @@ async () => (await self.registration.getNotifications()).map(
 def test_a_mention_while_hidden_notifies_and_the_notification_leads_to_it(
     tmp_path: Path, contexts: Contexts
 ) -> None:
-    """Opted in: a mention in a hidden page is a system notification; its click shows the message."""
+    """Opted in: a mention in a hidden page is a system notification; its click shows it."""
     with Daemon(tmp_path, config={"title": "Hallway"}) as d:
         tracked = contexts()
         tracked.context.grant_permissions(["notifications"], origin=d.http_url)
@@ -276,7 +276,7 @@ def test_a_mention_while_hidden_notifies_and_the_notification_leads_to_it(
                 }
             ], f"none for {visible['id']} (visible) or {other['id']} (no mention)"
             # What a click on it does (a click cannot be made headless): the worker's handler.
-            sw.evaluate("() => focusMessage({ id: %d })" % mention["id"])
+            sw.evaluate(f"() => focusMessage({{ id: {mention['id']} }})")
             page.wait_for_function(
                 "(id) => document.activeElement.dataset.id === String(id)", arg=mention["id"]
             )
@@ -285,7 +285,8 @@ def test_a_mention_while_hidden_notifies_and_the_notification_leads_to_it(
             plain = carol.say("just chatting")
             wait_for_message(page, plain["id"])
             page.wait_for_function(
-                "async () => (await (await navigator.serviceWorker.ready).getNotifications()).length === 2"
+                "async () => (await navigator.serviceWorker.ready)"
+                ".getNotifications().then((shown) => shown.length === 2)"
             )
 
 
