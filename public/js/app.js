@@ -128,9 +128,16 @@ new Suggest(
   () => onlineNames().filter((name) => name !== state.you?.name),
   () => updateComposer(),
 );
-// Only where the page can be an app (a secure context); elsewhere this is null.
+// Whether the reader did anything on this page yet (a key, a tap, a click).
+let interacted = false;
+for (const kind of ["keydown", "pointerdown"]) {
+  addEventListener(kind, () => { interacted = true; }, { capture: true, once: true, passive: true });
+}
+// Only where the page can be an app (a secure context); elsewhere this is null. A new
+// version is switched to (a reload) only before the reader did anything, or while
+// the page is in the background with nothing typed.
 const registration = registerWorker(
-  () => ui.text.value === "" && (document.hidden || !state.joined),
+  () => ui.text.value === "" && (document.hidden || !interacted),
 );
 const notifier = new Notifier(
   { mentions: $("notify-mentions"), all: $("notify-all"), hint: $("notify-hint") },

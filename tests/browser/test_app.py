@@ -8,6 +8,7 @@ its service worker and notifications over the test daemon's plain http; a
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from tests.browser.chat import ChatClient
 from tests.browser.conftest import CHROMIUM, CSP_RECORDER, LAUNCH_ARGS, TEST_DOMAIN, Tracked
 from tests.browser.pages import join, open_page, say, wait_for_message, wait_online
 from tests.browser.test_reconnect import set_visibility
-from tests.daemon import TIMEOUT, Daemon
+from tests.daemon import PUBLIC, TIMEOUT, Daemon
 
 pytestmark = pytest.mark.browser
 
@@ -366,3 +367,50 @@ def test_plain_http_to_a_host_name_skips_all_of_it(tmp_path: Path, contexts: Con
         assert page.evaluate("navigator.serviceWorker === undefined")
         assert tracked.context.service_workers == []
         assert not any(url.endswith("/sw.js") for url in tracked.requests)
+
+
+CACHES = "async () => (await caches.keys()).filter((name) => name.startsWith('pichat-'))"
+
+
+def test_an_upgrade_replaces_every_file_on_the_next_visit(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """Changed files make a new worker and cache; the next visit runs only the new files."""
+    root = tmp_path / "site"
+    shutil.copytree(PUBLIC, root)
+    with Daemon(tmp_path, config={"document_root": str(root)}) as d:
+        tracked = contexts()
+        page = tracked.new_page()
+        join(page, d.http_url, "reader")
+        worker(tracked.context, page)
+        old = page.evaluate(CACHES)
+        assert len(old) == 1
+        # An upgrade of the package: new files in the document root.
+        style = root / "style.css"
+        style.write_text(style.read_text() + "\n:root { --upgraded: 1; }\n")
+        script = root / "js" / "typing.js"
+        script.write_text(script.read_text() + "\nexport const UPGRADED = true;\n")
+        # The page on screen is joined: it is not reloaded under the reader's eyes.
+        page.evaluate("async () => (await navigator.serviceWorker.ready).update()")
+        page.wait_for_function(
+            "async () => (await navigator.serviceWorker.getRegistration()).waiting !== null"
+        )
+        assert len(page.evaluate(CACHES)) == 2, "the old version serves until the switch"
+        assert page.evaluate("() => document.getElementById('status').dataset.state") == "online"
+        # The next visit takes the new version: it reloads once, before anything is typed.
+        page.reload()
+        page.wait_for_function(
+            "() => getComputedStyle(document.documentElement)"
+            ".getPropertyValue('--upgraded').trim() === '1'"
+        )
+        wait_online(page)
+        new = page.evaluate(CACHES)
+        assert len(new) == 1 and new != old
+        assert page.evaluate("async () => (await import('./js/typing.js')).UPGRADED === true"), (
+            "the scripts are the new ones too"
+        )
+        # The cache the worker serves from holds the new files, not a mix.
+        body = page.evaluate(
+            "async (name) => (await (await caches.open(name)).match('style.css')).text()", new[0]
+        )
+        assert "--upgraded" in body
