@@ -414,3 +414,44 @@ def test_an_upgrade_replaces_every_file_on_the_next_visit(
             "async (name) => (await (await caches.open(name)).match('style.css')).text()", new[0]
         )
         assert "--upgraded" in body
+
+
+PHONE = {"width": 360, "height": 740}
+
+
+def test_phone_screenshots_of_the_app(tmp_path: Path, contexts: Contexts, artifacts: Path) -> None:
+    """The app on a phone: a mention, the divider, who is typing, the @ list, and offline."""
+    with Daemon(tmp_path, config={"title": "Hallway Pi", "rate_messages": 100}) as d:
+        tracked = contexts(viewport=PHONE, has_touch=True, is_mobile=True)
+        page = tracked.new_page()
+        with (
+            ChatClient(d.ws_url, "Ada Lovelace") as ada,
+            ChatClient(d.ws_url, "grace") as grace,
+        ):
+            ada.say("Morning! The Pi in the hall is back online.")
+            join(page, d.http_url, "Pi admin")
+            worker(tracked.context, page)
+            say(page, "Every message, checked by id.")
+            ada.expect("message", name="Pi admin")
+            set_visibility(page, "hidden")
+            grace.say("@Pi admin did the history survive the power cut?")
+            last = ada.say("It did, @grace: nothing lost, nothing twice.")
+            wait_for_message(page, last["id"])
+            set_visibility(page, "visible")
+            ada.send({"type": "typing"})
+            page.wait_for_function("() => document.getElementById('typing').textContent !== ''")
+            page.screenshot(path=str(artifacts / "screenshot-app.png"))
+            grace.send({"type": "typing"})
+            page.wait_for_function(
+                "() => / and /.test(document.getElementById('typing').textContent)"
+            )
+            page.locator("#composer-text").press_sequentially("Thanks @")
+            page.wait_for_selector("#suggest:not([hidden])")
+            page.screenshot(path=str(artifacts / "screenshot-typing.png"))
+        page.fill("#composer-text", "")
+        d.stop()
+        page.reload()
+        page.wait_for_function(
+            "() => document.getElementById('status-text').textContent === 'Offline, retrying'"
+        )
+        page.screenshot(path=str(artifacts / "screenshot-offline.png"))
