@@ -88,16 +88,26 @@ export class Notifier {
       badge: "icons/icon-192.png",
       data: { id: message.id },
     };
-    const registration = await this.registration;
-    if (registration && registration.active) {
-      await registration.showNotification(title, options);
-      return;
+    try {
+      const registration = await this.registration;
+      if (registration && registration.active) {
+        await registration.showNotification(title, options);
+        return;
+      }
+      this.show(title, options, message.id);
+    } catch (error) {
+      // Permission taken back meanwhile, or the platform refused: the title still counts.
+      console.warn("pichat: notification not shown", error);
     }
+  }
+
+  /** A notification without a service worker (desktop browsers allow these). */
+  show(title, options, id) {
     const notification = new Notification(title, options);
     notification.addEventListener("click", () => {
       window.focus();
       notification.close();
-      this.focus(message.id);
+      this.focus(id);
     });
   }
 }
