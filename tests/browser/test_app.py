@@ -157,6 +157,37 @@ def test_typing_in_one_page_shows_in_the_other_until_the_message(
         assert typing_line(bob) == ""
 
 
+def test_the_page_sends_typing_again_only_after_its_interval(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """Typing on and on sends one frame per 3.5 s of the page's clock, none for an empty box."""
+    with Daemon(tmp_path) as d:
+        tracked = contexts()
+        page = tracked.new_page()
+        page.clock.install()
+        join(page, d.http_url, "ada")
+        # Frozen: only the test moves the page's time.
+        page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+
+        def frames() -> int:
+            return sum(1 for f in tracked.sent if json.loads(f).get("type") == "typing")
+
+        box = page.locator("#composer-text")
+        box.press_sequentially("abc")
+        assert frames() == 1
+        page.clock.run_for(3_400)
+        box.press_sequentially("def")
+        assert frames() == 1
+        page.clock.run_for(200)
+        box.press_sequentially("g")
+        page.wait_for_function("() => true")
+        assert frames() == 2
+        page.clock.run_for(4_000)
+        page.fill("#composer-text", "")
+        page.fill("#composer-text", "   ")
+        assert frames() == 2, "clearing the box or white space is not typing"
+
+
 def test_typing_disappears_without_new_frames_and_counts_people(
     tmp_path: Path, contexts: Contexts
 ) -> None:
@@ -351,6 +382,36 @@ def test_new_since_you_left_divider_after_a_hidden_period(
         )
         assert following == str(missed["id"])
         assert page.locator(".unread-divider").count() == 1
+
+
+STANDALONE = """
+// What a page opened from the home screen sees (headless Chromium cannot be an app).
+const realMatchMedia = window.matchMedia.bind(window);
+window.matchMedia = (query) => {
+  const real = realMatchMedia(query);
+  return query === "(display-mode: standalone)" ? { ...real, matches: true } : real;
+};
+"""
+
+
+def test_the_installed_app_joins_at_once_with_the_remembered_name(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """Opened from the home screen (a new session), the app goes straight into the room."""
+    with Daemon(tmp_path) as d:
+        tracked = contexts()
+        page = tracked.new_page()
+        join(page, d.http_url, "returning")
+        page.click("#leave")
+        tab = tracked.context.new_page()
+        open_page(tab, d.http_url)
+        assert tab.is_visible("#join-form"), "a browser tab shows the form"
+        tab.close()
+        tracked.context.add_init_script(STANDALONE)
+        app = tracked.new_page()
+        app.goto(d.http_url)
+        wait_online(app)
+        assert app.locator("#online-list .person-name").all_inner_texts() == ["returning"]
 
 
 def test_plain_http_to_a_host_name_skips_all_of_it(tmp_path: Path, contexts: Contexts) -> None:
