@@ -130,7 +130,6 @@ export class Suggest {
     });
     this.list.replaceChildren(fragment);
     this.list.hidden = false;
-    this.input.setAttribute("aria-expanded", "true");
     this.input.setAttribute("aria-activedescendant", `suggest-${this.active}`);
   }
 
@@ -140,7 +139,6 @@ export class Suggest {
     this.list.replaceChildren();
     this.options = [];
     this.active = 0;
-    this.input.setAttribute("aria-expanded", "false");
     this.input.removeAttribute("aria-activedescendant");
   }
 
