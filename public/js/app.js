@@ -660,6 +660,17 @@ ui.text.addEventListener("input", () => {
   typingSender.input(ui.text.value);
 });
 
+// The notification settings close like a menu: a click elsewhere, or Escape.
+document.addEventListener("click", (event) => {
+  if (ui.settings.open && !ui.settings.contains(event.target)) ui.settings.open = false;
+});
+ui.settings.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && ui.settings.open) {
+    ui.settings.open = false;
+    ui.settings.querySelector("summary").focus();
+  }
+});
+
 ui.retry.addEventListener("click", () => state.transport?.reconnectNow());
 ui.leave.addEventListener("click", () => leave());
 

@@ -337,6 +337,13 @@ def test_notifications_ask_permission_only_on_the_click_and_say_when_blocked(
         page.wait_for_function("() => !document.getElementById('notify-mentions').checked")
         assert "blocked" in page.inner_text("#notify-hint")
         assert page.evaluate("localStorage.getItem('pichat.notify.mentions')") is None
+        # The settings close like a menu: Escape (focus back on the bell), or a click elsewhere.
+        page.press("#notify-all", "Escape")
+        assert page.evaluate("document.getElementById('settings').open") is False
+        assert page.evaluate("document.activeElement.tagName") == "SUMMARY"
+        page.click("#settings > summary")
+        page.click("#log")
+        assert page.evaluate("document.getElementById('settings').open") is False
 
 
 def test_new_since_you_left_divider_after_a_hidden_period(
