@@ -21,6 +21,7 @@ from tests.browser.conftest import CHROMIUM, CSP_RECORDER, LAUNCH_ARGS, TEST_DOM
 from tests.browser.pages import join, open_page, say, wait_for_message, wait_online
 from tests.browser.test_reconnect import set_visibility
 from tests.daemon import PUBLIC, TIMEOUT, Daemon
+from tests.tls import TestCA
 
 pytestmark = pytest.mark.browser
 
@@ -44,27 +45,45 @@ def worker(context: BrowserContext, page: Page) -> Worker:
 
 
 @pytest.fixture
-def profile(playwright: Playwright, tmp_path: Path) -> Iterator[Tracked]:
-    """A context with a profile on disk, fenced like the others.
+def profiles(playwright: Playwright, tmp_path: Path) -> Iterator[Callable[..., Tracked]]:
+    """Contexts with a profile on disk, fenced like the others (``args`` adds flags).
 
     Chromium never offers to install from an off-the-record profile (the contexts
-    of ``Browser.new_context`` are), so the installability check needs this one.
+    of ``Browser.new_context`` are), so the installability check needs these; and
+    ``--ignore-certificate-errors-spki-list`` is honoured only with a profile.
     """
-    context = playwright.chromium.launch_persistent_context(
-        str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True
-    )
-    context.set_default_timeout(TIMEOUT * 1000)
-    tracked = Tracked(context)
-    context.add_init_script(CSP_RECORDER)
-    context.route("**/*", tracked._guard)
-    yield tracked
-    problems = [f"page error: {error}" for error in tracked.page_errors]
-    problems += [f"dialog opened: {dialog}" for dialog in tracked.dialogs]
-    for page in tracked.pages:
-        if not page.is_closed():
-            problems += page.evaluate("window.__cspViolations || []")
-    context.close()
+    made: list[Tracked] = []
+
+    def factory(args: tuple[str, ...] = ()) -> Tracked:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / f"profile-{len(made)}"),
+            executable_path=str(CHROMIUM),
+            args=[*LAUNCH_ARGS, *args],
+            headless=True,
+        )
+        context.set_default_timeout(TIMEOUT * 1000)
+        tracked = Tracked(context)
+        context.add_init_script(CSP_RECORDER)
+        context.route("**/*", tracked._guard)
+        made.append(tracked)
+        return tracked
+
+    yield factory
+    problems = []
+    for tracked in made:
+        problems += [f"page error: {error}" for error in tracked.page_errors]
+        problems += [f"dialog opened: {dialog}" for dialog in tracked.dialogs]
+        for page in tracked.pages:
+            if not page.is_closed():
+                problems += page.evaluate("window.__cspViolations || []")
+        tracked.context.close()
     assert not problems, problems
+
+
+@pytest.fixture
+def profile(profiles: Callable[..., Tracked]) -> Tracked:
+    """One context with a profile on disk."""
+    return profiles()
 
 
 def test_manifest_and_icons_make_the_page_installable(tmp_path: Path, profile: Tracked) -> None:
@@ -523,3 +542,33 @@ def test_phone_screenshots_of_the_app(tmp_path: Path, contexts: Contexts, artifa
             "() => document.getElementById('status-text').textContent === 'Offline, retrying'"
         )
         page.screenshot(path=str(artifacts / "screenshot-offline.png"))
+
+
+def test_over_https_on_a_host_name_the_app_installs_and_opens_offline(
+    tmp_path: Path, profiles: Callable[..., Tracked]
+) -> None:
+    """As on a real Pi (https://chat.…, the daemon's own TLS): installable, offline, back."""
+    ca = TestCA(tmp_path / "ca")
+    host = f"chat.{TEST_DOMAIN}"
+    certificate, key = ca.issue("pichat", dns=(host,))
+    config = {"tls_certificate": str(certificate), "tls_private_key": str(key), "title": "Chat"}
+    # Trusted: that one key only, never a blanket ignore of certificate errors.
+    tracked = profiles((f"--ignore-certificate-errors-spki-list={TestCA.spki_hash(certificate)}",))
+    with Daemon(tmp_path, config=config) as d:
+        url = f"https://{host}:{d.port}/"
+        page = tracked.new_page()
+        join(page, url, "secure")
+        assert page.evaluate("window.isSecureContext") is True
+        worker(tracked.context, page)
+        cdp = tracked.context.new_cdp_session(page)
+        assert cdp.send("Page.getInstallabilityErrors")["installabilityErrors"] == []
+        assert page.is_visible("#settings")
+        d.stop()
+        page.reload()
+        page.wait_for_function(
+            "() => document.getElementById('status-text').textContent === 'Offline, retrying'"
+        )
+        d.start()
+        wait_online(page)
+        say(page, "back over wss")
+        wait_for_message(page, 1)
