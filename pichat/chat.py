@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .history import Entry, History
 from .member import Dialect, Member, Outbox
 from .moderation import MODERATION_TYPES, Moderation, Moderators
+from .password_guard import Verifier, verify_now
 from .passwords import parse_hash
 from .protocol import (
     SUBPROTOCOL,
@@ -114,6 +115,8 @@ class Chat(Generic[M]):
         config: limits, retention, replay.
         monotonic: seconds, for rate limits.
         wall_ms: the date of a new message, epoch milliseconds.
+        verifier: checks a moderator's password (scrypt); the daemon's runs in a
+            thread and answers later.
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class Chat(Generic[M]):
         *,
         monotonic: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        verifier: Verifier = verify_now,
     ) -> None:
         self.outbox = outbox
         self.history = history
@@ -135,7 +139,7 @@ class Chat(Generic[M]):
         self.connections: set[M] = set()
         #: One bucket per client address, shared by its connections.
         self.address_buckets: dict[str, TokenBucket] = {}
-        self.moderation = Moderation(self)
+        self.moderation = Moderation(self, verifier)
         #: Set at shutdown: leaving members send no presence then.
         self.closing = False
         self.stats = ChatStats()
@@ -169,7 +173,7 @@ class Chat(Generic[M]):
                 )
 
     async def expire(self) -> None:
-        """Apply retention to every room, in memory and in the history."""
+        """Apply retention to every room, in memory and in the history; end mutes."""
         now_ms = self.wall_ms()
         for room in self.rooms.values():
             cut = self.config.retention.cut(room.last_id, now_ms)
@@ -179,6 +183,7 @@ class Chat(Generic[M]):
                 logger.info(
                     "room %s: retention dropped %d messages", room.name, max(dropped, removed)
                 )
+        self.moderation.expire()
 
     # Connections.
 
@@ -197,12 +202,17 @@ class Chat(Generic[M]):
                 raise ProtocolError("binary_frame", "only text frames are accepted")
             member.dialect.received(self, member, data)
         except ProtocolError as error:
-            self.stats.errors[error.code] += 1
-            self.outbox.send(member, wire_frame(error_frame(error)))
+            self.refuse(member, error)
+
+    def refuse(self, member: M, error: ProtocolError) -> None:
+        """Answer a broken rule with an ``error`` frame (and count it)."""
+        self.stats.errors[error.code] += 1
+        self.outbox.send(member, wire_frame(error_frame(error)))
 
     def closed(self, member: M) -> None:
         """A connection ended: leave its room and tell the others."""
         self.connections.discard(member)
+        self.moderation.pending.pop(member, None)  # a password check answers to nobody
         room = member.room
         if room is None:
             return
@@ -242,11 +252,15 @@ class Chat(Generic[M]):
         committed in between is either in the history or broadcast to the new
         member, never both, never neither.
         """
-        if member.name is not None:
+        if member.name is not None or member in self.moderation.pending:
             raise ProtocolError("already_joined", "you have already joined")
+        self.room_of(member)
+        self.moderation.admit(member, command, self._enter)
+
+    def _enter(self, member: M, command: Join, moderator: bool) -> None:
+        """The join, once admitted (for a moderator, after the password check)."""
         room = self.room_of(member)
         config = self.config
-        moderator = self.moderation.admit(member, command.name, command.password)
         name = room.join(member, command.name, command.avatar, config.limits.name, moderator)
         room.listen(member, member.dialect)
         member.name = name
@@ -272,6 +286,11 @@ class Chat(Generic[M]):
             )
             resumed = True
             self.stats.resumes["gap" if gap else "resumed"] += 1
+        rules = self.moderation.room_rules(room)
+        state = rules.state()
+        if resumed:
+            # What moderators removed while the page was away, so it shows it no more.
+            state.update(rules.removed(command.since or 0))
         welcome = welcome_frame(
             name=name,
             avatar=command.avatar,
@@ -285,7 +304,7 @@ class Chat(Generic[M]):
             epoch=room.epoch,
             more=more,
             moderator=moderator,
-            state=self.moderation.room_rules(room).state(),
+            state=state,
         )
         self.outbox.send(member, wire_frame(welcome))
         count = len(room.members)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Hashable
-from typing import Protocol
+from typing import Any, Protocol
 
 from .bans import Ban
 from .protocol import Message
@@ -106,6 +106,12 @@ class History(Protocol):
 
     def save_bans(self, bans: list[Ban]) -> None:
         """Queue a write that replaces the stored bans with ``bans``."""
+
+    async def load_rules(self) -> object:
+        """The stored room rules (lock, slow mode, mutes) as saved; ``None`` if none."""
+
+    def save_rules(self, rules: dict[str, Any]) -> None:
+        """Queue a write that replaces the stored room rules (a JSON-able mapping)."""
 
     def record(self, entry: LogEntry) -> None:
         """Queue a line of the moderation log."""

@@ -13,19 +13,18 @@ parsed and its target found first, and only then acted on.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .addresses import address_key, parse_address
 from .bans import Ban, Bans
 from .errors import ProtocolError
 from .history import Deletion, Entry, LogEntry
-from .passwords import PasswordHash, verify_password
-from .protocol import Frame, dumps, wire_frame
-from .ratelimit import TokenBucket
+from .password_guard import PasswordGuard, Verifier, verify_now
+from .passwords import PasswordHash
+from .protocol import Frame, Join, dumps, wire_frame
+from .rules import RoomRules, rules_from_json, rules_to_json
 from .validation import has_control, name_key, validate_name, validate_text
 
 if TYPE_CHECKING:
@@ -38,8 +37,6 @@ __all__ = [
     "MODERATION_TYPES",
     "Moderation",
     "Moderators",
-    "PasswordGuard",
-    "RoomRules",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,9 +50,6 @@ MAX_REASON_LENGTH = 200
 MAX_BAN_MINUTES = 10 * 366 * 24 * 60
 MAX_MUTE_MINUTES = 7 * 24 * 60
 MAX_SLOW_SECONDS = 3600
-#: Wrong passwords allowed per client address per minute.
-PASSWORD_TRIES = 5
-PASSWORD_WINDOW = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,57 +67,6 @@ class Moderators:
         """The hash of the moderator with this name (by key), if one is configured."""
         entry = self.by_key.get(name_key(name))
         return entry[1] if entry is not None else None
-
-
-class PasswordGuard:
-    """At most :data:`PASSWORD_TRIES` wrong passwords per address per minute.
-
-    A verified password is remembered as its SHA-256, so a moderator's next
-    joins (a reconnecting page) do not pay scrypt on the event loop again.
-    """
-
-    def __init__(self) -> None:
-        self.buckets: dict[str, TokenBucket] = {}
-        self._verified: dict[bytes, bytes] = {}
-
-    def check(self, address: str, password: str, stored: PasswordHash, now: float) -> None:
-        """Raise ``rate_limited`` or ``bad_password`` unless ``password`` is right."""
-        bucket = self.buckets.get(address)
-        if bucket is not None:
-            wait = bucket.wait(now)
-            if wait > 0:
-                raise ProtocolError(
-                    "rate_limited", f"too many wrong passwords; wait {wait:.0f} s", wait
-                )
-        digest = hashlib.sha256(password.encode()).digest()
-        known = self._verified.get(stored.key)
-        if known is not None and hmac.compare_digest(known, digest):
-            return
-        if verify_password(password, stored):
-            self._verified[stored.key] = digest
-            return
-        if bucket is None:
-            if len(self.buckets) > 4096:  # forget addresses whose bucket refilled
-                self.buckets = {k: b for k, b in self.buckets.items() if b.wait(now) > 0}
-            bucket = self.buckets[address] = TokenBucket(PASSWORD_TRIES, PASSWORD_WINDOW, now)
-        bucket.take(now)
-        raise ProtocolError("bad_password", "wrong password for this name")
-
-
-@dataclasses.dataclass
-class RoomRules:
-    """What moderators set on one room (kept in memory; a restart lifts them)."""
-
-    locked: bool = False
-    slow: int = 0
-    #: name key or address key -> monotonic time the mute ends.
-    muted: dict[str, float] = dataclasses.field(default_factory=dict)
-    #: Slow mode: person (address key) -> monotonic time of the last post.
-    last_post: dict[Any, float] = dataclasses.field(default_factory=dict)
-
-    def state(self) -> dict[str, Any]:
-        """The room's state as frames show it."""
-        return {"locked": self.locked, "slow": self.slow}
 
 
 def _reason(frame: dict[str, Any]) -> str:
@@ -157,10 +100,12 @@ def _frame(value: dict[str, Any]) -> Frame:
 class Moderation:
     """The moderation rules of one chat engine."""
 
-    def __init__(self, chat: Chat[Any]) -> None:
+    def __init__(self, chat: Chat[Any], verifier: Verifier = verify_now) -> None:
         self.chat = chat
         self.bans = Bans()
-        self.passwords = PasswordGuard()
+        self.passwords = PasswordGuard(verifier)
+        #: Joins waiting for their password check: member -> its join.
+        self.pending: dict[Member, Join] = {}
         self.rules: dict[str, RoomRules] = {}
 
     def room_rules(self, room: Room[Any]) -> RoomRules:
@@ -171,11 +116,21 @@ class Moderation:
         return rules
 
     async def load(self) -> None:
-        """Take the stored bans."""
+        """Take the stored bans and room rules."""
         self.bans = Bans(await self.chat.history.load_bans())
         if self.bans.expire(self.chat.wall_ms()):
             self._save_bans()
+        self.rules = rules_from_json(await self.chat.history.load_rules())
         logger.info("%d bans in force", len(self.bans.rows))
+        for room, rules in self.rules.items():
+            if rules.locked or rules.slow:
+                logger.info("room %s: locked %s, slow mode %d s", room, rules.locked, rules.slow)
+
+    def expire(self) -> None:
+        """Forget ended mutes and stale slow-mode posts (called now and then)."""
+        now_ms, now = self.chat.wall_ms(), self.chat.monotonic()
+        if any([rules.expire(now_ms, now) for rules in self.rules.values()]):
+            self._save_rules()
 
     def banned_address(self, address: str) -> Ban | None:
         """The ban on a client address (any form; compared by its key), if one holds."""
@@ -183,23 +138,46 @@ class Moderation:
 
     # Before a join and a post.
 
-    def admit(self, member: Member, name: str, password: str | None) -> bool:
-        """May ``member`` join as ``name``? Returns whether as a moderator.
+    def admit(
+        self, member: Member, command: Join, enter: Callable[[Any, Join, bool], None]
+    ) -> None:
+        """May ``member`` join as ``command.name``? ``enter(member, command, moderator)`` if so.
+
+        ``enter`` runs now, or, for a moderator's name, once the password check
+        answers (off the event loop in the daemon); a later refusal is sent as
+        an error frame then.
 
         Raises:
-            ProtocolError: ``name_banned``, ``name_reserved``, ``bad_password``
-                or ``rate_limited`` (too many wrong passwords from the address).
+            ProtocolError: ``name_banned``, ``name_reserved``, or ``rate_limited``
+                (too many wrong passwords from the address, or checks at once).
         """
+        name, password = command.name, command.password
         if self.bans.name(name_key(name), self.chat.wall_ms()) is not None:
             raise ProtocolError("name_banned", "this name is banned from the chat")
         stored = self.chat.config.moderators.get(name)
         if stored is None:
-            return False
+            enter(member, command, False)
+            return
         if password is None:
             raise ProtocolError("name_reserved", "this name is reserved; it needs its password")
         address = member.address or f"member-{id(member)}"
-        self.passwords.check(address, password, stored, self.chat.monotonic())
-        return True
+
+        def done(error: ProtocolError | None) -> None:
+            if self.pending.pop(member, None) is None:
+                return  # the connection closed while its password was checked
+            try:
+                if error is not None:
+                    raise error
+                enter(member, command, True)
+            except ProtocolError as refusal:
+                self.chat.refuse(member, refusal)
+
+        self.pending[member] = command
+        try:
+            self.passwords.check(address, password, stored, self.chat.monotonic, done)
+        except ProtocolError:
+            del self.pending[member]
+            raise
 
     def admit_legacy(self, room: Room[Any], name: str) -> None:
         """``echo-protocol`` cannot authenticate: moderators' and online names are refused."""
@@ -209,22 +187,13 @@ class Moderation:
             raise ProtocolError("name_banned", "this name is banned from the chat")
 
     def may_speak(self, member: Member, room: Room[Any], name: str) -> bool:
-        """Whether a post could pass mute and lock now (no side effect, unlike may_post).
-
-        For what only goes with posting (the typing indicator): someone who may
-        not post is not shown typing either.
-        """
-        if member.moderator:
-            return True
+        """Whether a post would pass mute and lock now, without may_post's side effects."""
         rules = self.rules.get(room.name)
-        if rules is None:
+        if member.moderator or rules is None:
             return True
-        now = self.chat.monotonic()
-        for key in (name_key(name), member.address):
-            until = rules.muted.get(key) if key else None
-            if until is not None and now < until:
-                return False
-        return not rules.locked
+        now_ms = self.chat.wall_ms()
+        keys = [key for key in (name_key(name), member.address) if key]
+        return not rules.locked and all(rules.muted.get(key, 0) <= now_ms for key in keys)
 
     def may_post(self, member: Member, room: Room[Any], name: str) -> None:
         """Raise ``muted``, ``room_locked`` or ``rate_limited`` (slow mode); moderators pass."""
@@ -233,14 +202,13 @@ class Moderation:
         rules = self.rules.get(room.name)
         if rules is None:
             return
-        now = self.chat.monotonic()
+        now, now_ms = self.chat.monotonic(), self.chat.wall_ms()
         for key in (name_key(name), member.address):
             until = rules.muted.get(key) if key else None
             if until is not None:
-                if now < until:
-                    raise ProtocolError(
-                        "muted", "a moderator muted you for now", retry_after=until - now
-                    )
+                if now_ms < until:
+                    wait = (until - now_ms) / 1000
+                    raise ProtocolError("muted", "a moderator muted you for now", retry_after=wait)
                 del rules.muted[key]
         if rules.locked:
             raise ProtocolError("room_locked", "the room is locked: only moderators may post")
@@ -313,12 +281,18 @@ class Moderation:
         if room.remove(message_id) is None:
             raise ProtocolError("no_message", f"no message {message_id} in this room")
         self.chat.history.delete(Deletion(room.name, (message_id,)))
+        self.room_rules(room).deleted.append(message_id)
+        self._save_rules()
         self.chat.outbox.broadcast(room.members, _frame({"type": "deleted", "id": message_id}))
         return {"id": message_id}
 
     def _clear(self, actor: str, room: Room[Any], frame: dict[str, Any]) -> dict[str, Any]:
         count = room.clear()
         self.chat.history.delete(Deletion(room.name, through=room.stored_id))
+        rules = self.room_rules(room)
+        rules.cleared = room.stored_id
+        rules.deleted.clear()  # a clear covers them
+        self._save_rules()
         self.chat.outbox.broadcast(room.members, _frame({"type": "cleared"}))
         return {"count": count}
 
@@ -388,9 +362,10 @@ class Moderation:
         keys = [name_key(name)] + [target.address for target in targets if target.address]
         for key in keys:
             if minutes:
-                rules.muted[key] = self.chat.monotonic() + minutes * 60
+                rules.muted[key] = self.chat.wall_ms() + minutes * 60_000
             else:
                 rules.muted.pop(key, None)
+        self._save_rules()
         return {"name": name, "minutes": minutes}
 
     def _lock(self, actor: str, room: Room[Any], frame: dict[str, Any]) -> dict[str, Any]:
@@ -399,6 +374,7 @@ class Moderation:
             raise ProtocolError("bad_frame", "locked must be true or false")
         rules = self.room_rules(room)
         rules.locked = locked
+        self._save_rules()
         self._announce(room, rules)
         return {"locked": locked}
 
@@ -407,6 +383,7 @@ class Moderation:
         rules = self.room_rules(room)
         rules.slow = seconds
         rules.last_post.clear()
+        self._save_rules()
         self._announce(room, rules)
         return {"seconds": seconds}
 
@@ -415,3 +392,6 @@ class Moderation:
 
     def _save_bans(self) -> None:
         self.chat.history.save_bans(self.bans.rows)
+
+    def _save_rules(self) -> None:
+        self.chat.history.save_rules(rules_to_json(self.rules))

@@ -54,6 +54,10 @@ class Room(Generic[M]):
         #: The highest id committed: what any client may have seen. ``last_id``
         #: runs ahead of it while messages are on their way to the history.
         self.stored_id = self.last_id
+        #: The highest id retention dropped: a resume from below it missed
+        #: messages (``gap``). A moderator's delete or clear does not move it;
+        #: what they removed was not lost to the client.
+        self.floor = self.history[0].id - 1 if self.history else self.last_id
         # Joined members (online): member -> (name, avatar), in join order.
         self.members: dict[M, tuple[str, str]] = {}
         # Who receives messages, by the dialect they are encoded in (a key the
@@ -147,7 +151,7 @@ class Room(Generic[M]):
         history = self.history
         dropped = 0
         while history and not cut.keeps(history[0].id, history[0].ms):
-            history.popleft()
+            self.floor = max(self.floor, history.popleft().id)
             dropped += 1
         return dropped
 
@@ -189,10 +193,7 @@ class Room(Generic[M]):
         a member receives live already).
         """
         history = self.history
-        if history:
-            gap = after < history[0].id - 1
-        else:
-            gap = after < self.stored_id
+        gap = after < self.floor
         start = self._index_after(after)
         picked: list[Message] = []
         size = 0

@@ -57,5 +57,13 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL
     );
     """,
+    # 4: small daemon-wide state kept as JSON by key: 'room_rules' (lock, slow
+    # mode and mutes per room, so a restart does not lift them).
+    """
+    CREATE TABLE state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import http
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from websockets.asyncio.server import ServerConnection
@@ -31,6 +33,7 @@ from .chat import V1, Chat, ChatConfig, Dialect
 from .legacy import LEGACY
 from .metrics import Metrics
 from .outbox import Client, Connection, Outbox
+from .passwords import PasswordHash, verify_password
 from .ratelimit import LogThrottle
 from .sites import Site, SiteTable, origin_allowed
 from .tls import hsts_header
@@ -68,12 +71,22 @@ class ChatServer:
         self.history = history
         self.notifier = notifier
         self.outbox = Outbox(settings.send_queue_bytes, on_drop=self._forget)
-        self.chat: Chat[Client] = Chat(self.outbox, history, ChatConfig.from_settings(settings))
+        #: One thread for moderators' scrypt checks: off the event loop, and one
+        #: at a time, so guesses cannot take every core from the chat.
+        self.scrypt = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pichat-scrypt")
+        self.chat: Chat[Client] = Chat(
+            self.outbox, history, ChatConfig.from_settings(settings), verifier=self._verify
+        )
         history.start(self.chat)
         #: Handshakes refused, by reason (``pichat_handshakes_refused_total``).
         self.refused: collections.Counter[str] = collections.Counter()
         self.metrics = Metrics(self, settings.metrics_allowed)
-        self.web = Web(self.health, lambda: self.chat.config.limits.as_dict(), self.metrics)
+        self.web = Web(
+            self.health,
+            lambda: self.chat.config.limits.as_dict(),
+            self.metrics,
+            self._ban_notice,
+        )
         self.started = time.monotonic()
         # Connections counted against the limits from process_request until
         # their TCP connection is lost.
@@ -154,8 +167,12 @@ class ChatServer:
         host = headers.get("Host")
         site = self.sites.pick(host)
         method = connection.method
+        # The client's address, through trusted proxies: /metrics is judged by it too,
+        # or a proxy on loopback would open the metrics to everyone behind it.
+        peer = str(connection.remote_address[0]) if connection.remote_address else ""
+        header = self.settings.proxy_header
+        address = client_address(peer, header, headers.get_all(header), self.trusted_proxies)
         if method != "GET" or "websocket" not in headers.get("Upgrade", "").lower():
-            address = str(connection.remote_address[0]) if connection.remote_address else ""
             return self.web.respond(request, site, method, address)
         if not self.sites.admits(host):
             return self._refuse(
@@ -171,9 +188,6 @@ class ChatServer:
                 "Forbidden: origin not allowed\n",
                 f"origin {headers.get('Origin')!r} not allowed for {site.label}",
             )
-        peer = str(connection.remote_address[0]) if connection.remote_address else ""
-        header = self.settings.proxy_header
-        address = client_address(peer, header, headers.get_all(header), self.trusted_proxies)
         key = address_key(address)
         if self.chat.moderation.banned_address(key) is not None:
             return self._refuse(
@@ -241,6 +255,18 @@ class ChatServer:
         if not self.history.healthy:
             report["reason"] = "the history cannot be written"
         return report
+
+    def _ban_notice(self, address: str) -> dict[str, object] | None:
+        """What ``/site.json`` tells a banned address, so its page can explain the 403.
+
+        A browser's WebSocket reports a refused handshake only as close code 1006,
+        the same as a network failure; without this a banned page would keep
+        saying "reconnecting".
+        """
+        ban = self.chat.moderation.banned_address(address) if address else None
+        if ban is None:
+            return None
+        return {"until": ban.until_ms or None, "reason": ban.reason}
 
     # Connections.
 
@@ -330,6 +356,20 @@ class ChatServer:
                 except Exception as exc:  # a failing disk must not end keepalive
                     logger.error("retention failed: %s", exc)
 
+    def _verify(self, stored: PasswordHash, password: str, done: Callable[[bool], None]) -> None:
+        """Run scrypt on the scrypt thread (it releases the GIL); answer on the loop.
+
+        Tens of milliseconds and 16 MiB per check on a Pi: on the event loop, every
+        wrong password sent from the internet would freeze every room for that long.
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.scrypt, verify_password, password, stored)
+
+        def answered(future: asyncio.Future[bool]) -> None:
+            done(not future.cancelled() and future.exception() is None and future.result())
+
+        future.add_done_callback(answered)
+
     async def stop_housekeeping(self) -> None:
         """Stop the timers (at shutdown); leaving clients send no presence from now."""
         self.chat.closing = True
@@ -341,3 +381,4 @@ class ChatServer:
                 await self._housekeeping
             except asyncio.CancelledError:
                 pass
+        self.scrypt.shutdown(wait=False, cancel_futures=True)

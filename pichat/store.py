@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import fcntl
 import functools
 import logging
-import os
 import secrets
 import sqlite3
 import time
@@ -24,11 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from .bans import Ban
-from .history import Deletion, Entry, HistoryListener, Loaded, LogEntry
+from .history import Deletion, Entry, HistoryListener, Loaded
+from .moderation_tables import ModerationTables
 from .protocol import Message
 from .retention import Cut
 from .schema import MIGRATIONS, SCHEMA_VERSION
+from .state_dir import HISTORY_FILE, LOCK_FILE, StateLock, StoreError
 
 __all__ = [
     "HISTORY_FILE",
@@ -45,11 +44,6 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-#: The history database in the state directory.
-HISTORY_FILE = "history.sqlite3"
-#: Locked (flock) by whoever uses the state directory: the daemon, a restore.
-LOCK_FILE = "pichat.lock"
-
 
 def new_epoch() -> str:
     """A fresh epoch: random, so a replaced database never repeats an old one."""
@@ -60,55 +54,7 @@ def _message(row: tuple[int, int, str, str, str, int, int]) -> Message:
     return Message(*row[:5], moderator=bool(row[5]), announcement=bool(row[6]))
 
 
-class StoreError(Exception):
-    """The history database cannot be used (unreadable, damaged, or from a newer pichat)."""
-
-
-class StateLock:
-    """An exclusive ``flock`` on the state directory's lock file.
-
-    The daemon holds it from start to exit, and ``pichat restore`` while it
-    replaces the database, so neither runs under the other. The kernel drops it
-    when the process dies, so a ``kill -9`` leaves no stale lock behind. The file
-    is opened read-only: a lock file root created still locks for the daemon's
-    user.
-
-    Args:
-        directory: the state directory (created if missing).
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / LOCK_FILE
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock now or fail.
-
-        Raises:
-            StoreError: another process holds it, or the file cannot be opened.
-        """
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise StoreError(f"{self.path}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(
-                f"{self.path.parent} is in use by another pichat (a running daemon or restore)"
-            ) from None
-        self._fd = fd
-
-    def release(self) -> None:
-        """Let go of the lock (closing the file releases it)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-class Store:
+class Store(ModerationTables):
     """The history database of one state directory.
 
     Args:
@@ -281,62 +227,6 @@ class Store:
 
         self._changes.append(change)
         self._wakeup.set()
-
-    async def load_bans(self) -> list[Ban]:
-        """Every stored ban."""
-
-        def query() -> list[Ban]:
-            assert self._db is not None
-            rows = self._db.execute(
-                "SELECT address, name, until_ms, reason, room, by, created_ms, label FROM bans "
-                "ORDER BY created_ms"
-            ).fetchall()
-            return [Ban(*row) for row in rows]
-
-        try:
-            return await self._call(query)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot read the bans: {exc}") from exc
-
-    def save_bans(self, bans: list[Ban]) -> None:
-        """Queue replacing the stored bans with ``bans`` (they are few)."""
-        rows = [
-            (b.address, b.name, b.until_ms, b.reason, b.room, b.by, b.created_ms, b.label)
-            for b in bans
-        ]
-
-        def change(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM bans")
-            db.executemany("INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-
-        self._changes.append(change)
-        self._wakeup.set()
-
-    def record(self, entry: LogEntry) -> None:
-        """Queue a line of the moderation log."""
-
-        def change(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO modlog (ms, room, actor, action, detail) VALUES (?, ?, ?, ?, ?)",
-                (entry.ms, entry.room, entry.actor, entry.action, entry.detail),
-            )
-
-        self._changes.append(change)
-        self._wakeup.set()
-
-    async def load_log(self, since_ms: int, limit: int) -> list[LogEntry]:
-        """The newest ``limit`` log lines from ``since_ms`` on, oldest first."""
-
-        def query() -> list[LogEntry]:
-            assert self._db is not None
-            rows = self._db.execute(
-                "SELECT ms, room, actor, action, detail FROM modlog WHERE ms >= ? "
-                "ORDER BY seq DESC LIMIT ?",
-                (since_ms, limit),
-            ).fetchall()
-            return [LogEntry(*row) for row in reversed(rows)]
-
-        return await self._call(query)
 
     def _apply(self, changes: list[Callable[[sqlite3.Connection], None]]) -> None:
         assert self._db is not None

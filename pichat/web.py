@@ -142,6 +142,8 @@ class Web:
         health: what ``/healthz`` reports for the site a request picked.
         limits: what ``/site.json`` reports as the chat's limits.
         metrics: what ``/metrics`` reports, and to whom.
+        ban_notice: the ban on a client address, as ``/site.json`` reports it, or
+            ``None``: a page cannot read the 403 of a refused WebSocket handshake.
     """
 
     def __init__(
@@ -149,10 +151,12 @@ class Web:
         health: Callable[[Site], dict[str, object]],
         limits: Callable[[], dict[str, Any]],
         metrics: Metrics,
+        ban_notice: Callable[[str], dict[str, object] | None] = lambda address: None,
     ) -> None:
         self.health = health
         self.limits = limits
         self.metrics = metrics
+        self.ban_notice = ban_notice
         self.files = FileCache()
         #: ``Strict-Transport-Security`` for every answer (set when serving TLS).
         self.hsts: str | None = None
@@ -164,7 +168,7 @@ class Web:
             request: the parsed request (its method rewritten to GET).
             site: the site its Host picked.
             method: the real method.
-            address: the client's address, as websockets reports it.
+            address: the client's address (through trusted proxies).
         """
         if method not in ALLOWED_METHODS:
             return plain(
@@ -203,15 +207,16 @@ class Web:
                 report, host, http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
             )
         if path == "/site.json":
-            return self._json(
-                {
-                    "title": site.title,
-                    "room": site.room,
-                    "version": __version__,
-                    "limits": self.limits(),
-                },
-                host,
-            )
+            about: dict[str, object] = {
+                "title": site.title,
+                "room": site.room,
+                "version": __version__,
+                "limits": self.limits(),
+            }
+            ban = self.ban_notice(address)
+            if ban is not None:
+                about["banned"] = ban
+            return self._json(about, host)
         target = resolve(site.document_root, path)
         if target is None:
             return _response(

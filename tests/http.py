@@ -15,14 +15,17 @@ __all__ = ["http_get", "raw_get", "raw_request"]
 
 
 async def raw_request(
-    port: int, data: bytes, timeout: float = TIMEOUT
+    port: int, data: bytes, timeout: float = TIMEOUT, source: str | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    """Send ``data`` as is; returns status, headers (lower-case names) and body.
+    """Send ``data`` as is (from the loopback address ``source``, if given).
+
+    Returns status, headers (lower-case names) and body.
 
     Raises:
         ConnectionError: when the server closed without answering.
     """
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    local = (source, 0) if source else None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=local)
     try:
         writer.write(data)
         await writer.drain()
@@ -46,11 +49,13 @@ async def raw_get(
     host: str | None = None,
     headers: dict[str, str] | None = None,
     method: str = "GET",
+    source: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """A request line and headers exactly as written, to ``server.port``."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{server.port}'}"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-    return await raw_request(server.port, ("\r\n".join(lines) + "\r\n\r\n").encode())
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return await raw_request(server.port, request, source=source)
 
 
 async def http_get(

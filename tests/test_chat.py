@@ -18,6 +18,7 @@ from pichat.bans import Ban
 from pichat.chat import V1, Chat, ChatConfig, Dialect, Member
 from pichat.history import Deletion, Entry, HistoryListener, Loaded, LogEntry
 from pichat.legacy import LEGACY
+from pichat.password_guard import Verifier, verify_now
 from pichat.protocol import Frame, Limits, Message
 from pichat.retention import Cut, Retention
 from pichat.room import Room
@@ -92,6 +93,7 @@ class FakeHistory:
         self.trim_result = 0
         self.deletions: list[Deletion] = []
         self.bans: list[Ban] = []
+        self.rules: object = None
         self.log: list[LogEntry] = []
         self.listener: HistoryListener | None = None
         self.healthy = True
@@ -121,6 +123,12 @@ class FakeHistory:
 
     def save_bans(self, bans: list[Ban]) -> None:
         self.bans = list(bans)
+
+    async def load_rules(self) -> object:
+        return self.rules
+
+    def save_rules(self, rules: dict[str, Any]) -> None:
+        self.rules = json.loads(json.dumps(rules))  # stored as JSON: no shared objects
 
     def record(self, entry: LogEntry) -> None:
         self.log.append(entry)
@@ -152,6 +160,7 @@ class Harness:
         config: ChatConfig | None = None,
         history: Iterable[Message] = (),
         last_id: int = 0,
+        verifier: Verifier = verify_now,
     ) -> None:
         self.outbox = FakeOutbox()
         self.history = FakeHistory()
@@ -163,6 +172,7 @@ class Harness:
             config or ChatConfig(),
             monotonic=self.clock,
             wall_ms=lambda: self.wall,
+            verifier=verifier,
         )
         self.history.start(self.chat)
         self.room: Room[Member] = Room("lobby", EPOCH, history, last_id)

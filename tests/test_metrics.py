@@ -162,3 +162,22 @@ def test_metrics_allowed_names_a_bad_entry(tmp_path: Path) -> None:
         load(config)
     assert any(p.startswith("metrics_allowed: ") and "'lan'" in p for p in caught.value.problems)
     assert load(None).metrics_allowed == ["127.0.0.0/8", "::1/128"]
+
+
+async def test_metrics_behind_a_trusted_proxy_judge_the_forwarded_client(
+    daemon_factory: Any,
+) -> None:
+    """A proxy on loopback must not open /metrics to everyone it forwards.
+
+    nginx on the Pi connects from 127.0.0.1, inside the default metrics_allowed;
+    the client it names in X-Forwarded-For is the one to judge.
+    """
+    daemon = await daemon_factory({"trusted_proxies": ["127.0.0.1"]})
+    outsider = {"X-Forwarded-For": "203.0.113.9"}
+    status, _, body = await raw_get(daemon, "/metrics", headers=outsider)
+    assert status == 403 and b"pichat_" not in body
+    status, _, body = await raw_get(daemon, "/metrics", headers={"X-Forwarded-For": "127.0.0.1"})
+    assert status == 200 and b"pichat_build_info" in body
+    # The proxy itself (no header) is still the client.
+    status, _, _ = await raw_get(daemon, "/metrics")
+    assert status == 200

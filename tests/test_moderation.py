@@ -6,6 +6,8 @@ test drives frames in and reads what was queued, closed, deleted and banned.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,8 +16,10 @@ from pichat.bans import Ban, Bans
 from pichat.chat import ChatConfig, Member
 from pichat.legacy import LEGACY
 from pichat.moderation import BAN_CODE, KICK_CODE, MODERATION_TYPES, Moderators
-from pichat.passwords import hash_password, parse_hash, verify_password
+from pichat.password_guard import MAX_PENDING
+from pichat.passwords import PasswordHash, hash_password, parse_hash, verify_password
 from pichat.room import Room
+from pichat.rules import RoomRules, rules_from_json
 from pichat.validation import name_key
 from tests.test_chat import NOW_MS, Harness, errors, messages, stored
 
@@ -374,6 +378,82 @@ def test_bans_table_replaces_a_repeated_ban() -> None:
     assert bans.rows == [Ban("a", "n", 0)]
 
 
+class HeldVerifier:
+    """Password checks that answer only when the test says: the daemon's run in a thread."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[PasswordHash, str, Callable[[bool], None]]] = []
+
+    def __call__(self, stored: PasswordHash, password: str, done: Callable[[bool], None]) -> None:
+        self.waiting.append((stored, password, done))
+
+    def answer(self) -> None:
+        """Answer the oldest check with the real verdict."""
+        stored, password, done = self.waiting.pop(0)
+        done(verify_password(password, stored))
+
+
+def test_a_password_check_does_not_hold_the_engine() -> None:
+    """While scrypt runs, the member is not joined, others chat, and the answer joins it."""
+    held = HeldVerifier()
+    h = harness(verifier=held)
+    bob, _ = h.join("bob")
+    alice = h.connect(address="192.0.2.1")
+    h.send(alice, type="join", name="Alice", password=PASSWORD)
+    assert h.outbox.frames(alice) == [] and len(held.waiting) == 1
+    h.say(bob, "meanwhile")
+    assert len(h.history.appended) == 1  # the engine went on
+    h.say(alice, "too early")
+    assert last_error(h, alice) == "not_joined"
+    h.send(alice, type="join", name="Alice", password=PASSWORD)
+    assert last_error(h, alice) == "already_joined" and len(held.waiting) == 1
+    held.answer()
+    welcome = h.outbox.last(alice)
+    assert welcome["type"] == "welcome" and welcome["you"]["moderator"] is True
+    assert h.outbox.last(bob)["type"] == "presence"
+
+
+def test_a_wrong_password_answered_later_is_an_error_and_counts() -> None:
+    """bad_password arrives when the check answers; the connection may try again."""
+    held = HeldVerifier()
+    h = harness(verifier=held)
+    alice = h.connect(address="192.0.2.1")
+    h.send(alice, type="join", name="Alice", password="wrong")
+    held.answer()
+    assert last_error(h, alice) == "bad_password"
+    h.send(alice, type="join", name="Alice", password=PASSWORD)
+    held.answer()
+    assert h.outbox.last(alice)["type"] == "welcome"
+
+
+def test_a_connection_closed_during_its_check_is_forgotten() -> None:
+    """The answer for a connection that left sends nothing and joins nobody."""
+    held = HeldVerifier()
+    h = harness(verifier=held)
+    alice = h.connect(address="192.0.2.1")
+    h.send(alice, type="join", name="Alice", password=PASSWORD)
+    h.chat.closed(alice)
+    held.answer()
+    assert h.outbox.frames(alice) == []
+    assert not h.room.members and not h.chat.moderation.pending
+
+
+def test_password_checks_in_flight_are_bounded() -> None:
+    """A crowd of addresses cannot queue unbounded scrypt work: past the bound, rate_limited."""
+    held = HeldVerifier()
+    h = harness(verifier=held)
+    members = [h.connect(address=f"198.51.100.{i}") for i in range(MAX_PENDING + 1)]
+    for member in members:
+        h.send(member, type="join", name="Alice", password="guess")
+    assert len(held.waiting) == MAX_PENDING
+    assert last_error(h, members[-1]) == "rate_limited"
+    assert h.outbox.last(members[-1])["retry_after"] > 0
+    while held.waiting:
+        held.answer()
+    assert h.chat.moderation.passwords.pending == 0
+    assert h.chat.moderation.pending == {}
+
+
 # mute, lock, slow.
 
 
@@ -390,9 +470,71 @@ def test_mute_silences_name_and_address_for_its_minutes() -> None:
     h.say(renamed, "me again")
     assert last_error(h, renamed) == "muted"
     assert not h.history.appended
-    h.clock.now += 600
+    h.wall += 600_000  # mutes end on the wall clock, which a restart keeps
     h.say(bob, "back")
     assert len(h.history.appended) == 1
+
+
+def test_lock_slow_and_mutes_are_stored_and_restored() -> None:
+    """What a moderator sets is saved with the history and taken back by a new engine."""
+    h = harness()
+    h.join("bob", address="198.51.100.7")
+    alice = moderator(h)
+    h.send(alice, type="lock", locked=True)
+    h.send(alice, type="slow", seconds=30)
+    h.send(alice, type="mute", name="bob", minutes=10)
+    saved = h.history.rules
+    assert saved == {
+        "lobby": {
+            "locked": True,
+            "slow": 30,
+            "muted": {"bob": h.wall + 600_000, "198.51.100.7": h.wall + 600_000},
+            "deleted": [],
+            "cleared": 0,
+        }
+    }
+    again = harness()
+    again.history.rules = saved
+    again.wall = h.wall
+    asyncio.run(again.chat.moderation.load())
+    bob, _ = again.join("bob", address="198.51.100.8")
+    again.say(bob, "still muted?")
+    assert last_error(again, bob) == "muted"
+    carol, _ = again.join("carol", address="198.51.100.9")
+    again.say(carol, "locked?")
+    assert last_error(again, carol) == "room_locked"
+    # Mutes that ended are forgotten (and the store told) by the periodic expiry.
+    again.wall += 600_000
+    asyncio.run(again.chat.expire())
+    assert again.history.rules["lobby"]["muted"] == {}
+    assert again.history.rules["lobby"]["locked"] is True
+
+
+def test_a_page_away_during_deletions_is_told_when_it_resumes() -> None:
+    """A resumed welcome lists deleted ids up to its cursor and the last clear."""
+    h = harness(history=stored(5), last_id=5)
+    alice = moderator(h)
+    h.send(alice, type="delete", id=2)
+    h.send(alice, type="delete", id=5)
+    _, welcome = h.join("bob", since=4)
+    assert welcome["resumed"] is True and welcome["deleted"] == [2]
+    assert "cleared" not in welcome
+    _, fresh = h.join("carol")
+    assert "deleted" not in fresh  # a fresh page has nothing to take away
+    h.send(alice, type="clear")
+    _, welcome = h.join("dave", since=3)
+    assert welcome["cleared"] == 5 and "deleted" not in welcome
+    assert h.history.rules["lobby"]["cleared"] == 5  # kept across restarts too
+
+
+def test_malformed_stored_rules_are_skipped() -> None:
+    """A damaged or hand-edited value does not stop the daemon: the room starts unlocked."""
+    assert rules_from_json(["not", "a", "mapping"]) == {}
+    rules = rules_from_json(
+        {"lobby": {"locked": "yes", "slow": True, "muted": {"bob": "soon", "eve": 5}}, 7: {}}
+    )
+    assert rules["lobby"] == RoomRules(locked=False, slow=0, muted={"eve": 5})
+    assert list(rules) == ["lobby"]
 
 
 def test_mute_zero_lifts_it() -> None:

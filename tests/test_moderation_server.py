@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from pichat.passwords import hash_password
 from tests.conftest import open_client, recv, recv_type, say
 from tests.daemon import TIMEOUT
 from tests.harness import running
+from tests.http import raw_get
 
 PASSWORD = "correct horse"
 HASH = hash_password(PASSWORD, n=16)
@@ -154,6 +156,72 @@ async def test_ban_closes_with_4003_refuses_the_handshake_and_survives_restart(
         assert (await recv_type(alice, "done"))["action"] == "unban"
         ws, _ = await join(daemon, "bob", BOB)
         await ws.close()
+
+
+async def test_lock_slow_and_mute_survive_a_restart(tmp_path: Path) -> None:
+    """A room locked against a raid stays locked when the daemon restarts (SQLite)."""
+    async with running(tmp_path, CONFIG) as daemon:
+        bob, _ = await join(daemon, "bob", BOB)
+        alice = await moderator(daemon)
+        await send(alice, type="mute", name="bob", minutes=10)
+        await recv_type(alice, "done")
+        await send(alice, type="slow", seconds=30)
+        await recv_type(alice, "done")
+        await send(alice, type="lock", locked=True)
+        await recv_type(alice, "done")
+        await bob.close()
+    async with running(tmp_path, CONFIG) as daemon:
+        carol, welcome = await join(daemon, "carol")
+        assert (welcome["locked"], welcome["slow"]) == (True, 30)
+        await say(carol, "is it still locked?")
+        assert (await recv_type(carol, "error"))["code"] == "room_locked"
+        alice = await moderator(daemon)
+        await send(alice, type="lock", locked=False)
+        await recv_type(alice, "done")
+        bob, _ = await join(daemon, "bob", BOB)
+        await say(bob, "free again?")
+        assert (await recv_type(bob, "error"))["code"] == "muted"
+
+
+async def test_password_check_does_not_stall_the_chat(daemon_factory: Any) -> None:
+    """scrypt runs on its own thread: while a check waits, the room goes on.
+
+    The check is held deterministically by occupying the daemon's one scrypt
+    thread until the test lets it go.
+    """
+    daemon = await daemon_factory(CONFIG)
+    gate = threading.Event()
+    daemon.server.scrypt.submit(gate.wait, TIMEOUT)
+    bob, _ = await join(daemon, "bob")
+    alice = await open_client(daemon)
+    await send(alice, type="join", name="alice", password=PASSWORD)
+    await say(bob, "the room goes on")
+    assert (await recv_type(bob, "message"))["text"] == "the room goes on"
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(alice.recv(), 0.2)  # alice is still being checked
+    gate.set()
+    welcome = await recv(alice)
+    assert welcome["type"] == "welcome" and welcome["you"]["moderator"] is True
+    assert (await recv_type(bob, "presence"))["name"] == "alice"
+
+
+async def test_site_json_tells_a_banned_address_why(daemon_factory: Any) -> None:
+    """A page cannot read the 403 of a refused handshake: /site.json says it is banned."""
+    daemon = await daemon_factory(CONFIG)
+    bob, _ = await join(daemon, "bob", BOB)
+    alice = await moderator(daemon)
+    await send(alice, type="ban", name="bob", minutes=30, reason="spam")
+    await closed(bob)
+    status, _, body = await raw_get(daemon, "/site.json", source="127.0.0.2")
+    assert status == 200
+    ban = json.loads(body)["banned"]
+    assert ban["reason"] == "spam" and ban["until"] > 0
+    status, _, body = await raw_get(daemon, "/site.json")
+    assert status == 200 and "banned" not in json.loads(body)
+    await send(alice, type="unban", address="127.0.0.2")
+    await recv_type(alice, "done")
+    status, _, body = await raw_get(daemon, "/site.json", source="127.0.0.2")
+    assert "banned" not in json.loads(body)
 
 
 async def test_mute_lock_and_slow_over_the_wire(daemon_factory: Any) -> None:

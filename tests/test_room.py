@@ -403,6 +403,27 @@ def test_after_with_empty_history() -> None:
     assert new_room().after(0, 100, UNLIMITED) == Page([], False, False)
 
 
+def test_a_moderator_removing_messages_is_no_gap() -> None:
+    """Deleting the oldest message, or clearing the room, loses nothing a client must hear of.
+
+    Only retention moves the gap line: a page resuming from before a deleted or
+    cleared message was not "away while messages were dropped".
+    """
+    room = room_with(5)
+    assert room.remove(1) is not None
+    assert room.after(0, 100, UNLIMITED).gap is False
+    room.remove(2)
+    assert room.after(0, 100, UNLIMITED) == Page(list(room.history), False, False)
+    room.clear()
+    assert room.after(3, 100, UNLIMITED) == Page([], False, False)
+    # Retention after a clear still reports what it dropped.
+    room = room_with(6)
+    room.remove(1)
+    assert room.trim(Cut(first_id=4, oldest_ms=0)) == 2
+    assert room.after(1, 100, UNLIMITED).gap is True
+    assert room.after(3, 100, UNLIMITED).gap is False
+
+
 def test_after_pending_message_is_no_gap() -> None:
     """A message created but not yet stored is not a gap for a cursor in an empty room."""
     room = new_room()

@@ -1,7 +1,7 @@
 // Wiring: the join form, the composer, the status line and the frames from the server.
 
 import { Suggest, mentionsMe } from "./mentions.js";
-import { Moderation, closedText, moderationErrorText } from "./moderation.js";
+import { Moderation, bannedText, closedText, moderationErrorText } from "./moderation.js";
 import { Notifier, setBadge } from "./notify.js";
 import { registerWorker } from "./pwa.js";
 import { Transport, socketUrl } from "./transport.js";
@@ -185,14 +185,30 @@ function applySite(site) {
   }
 }
 
+/** Loads site.json; returns the ban text when it says this address is banned. */
 async function loadSite() {
   try {
     const response = await fetch("site.json", { cache: "no-store" });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    applySite(await response.json());
+    const site = await response.json();
+    applySite(site);
+    return bannedText(site.banned);
   } catch (error) {
     // The welcome frame carries the same fields; the page works without this.
     console.warn("pichat: cannot load site.json", error);
+    return null;
+  }
+}
+
+/**
+ * A handshake refused before the socket opened looks like a network failure
+ * (close code 1006); site.json tells a banned address apart, and then the page
+ * stops retrying and says why.
+ */
+async function checkBanned() {
+  const banned = await loadSite();
+  if (banned !== null && state.transport && !state.joined && state.transport.state !== "stopped") {
+    leave(banned);
   }
 }
 
@@ -343,6 +359,7 @@ function onClose(event) {
     leave(final);
     return;
   }
+  if (!wasJoined && event.detail.code === 1006) checkBanned();
   updateComposer();
 }
 
@@ -409,6 +426,7 @@ function onWelcome(frame) {
   applySite(frame);
   online.reset(Array.isArray(frame.online) ? frame.online : []);
   if (replaced) log.clear();
+  else if (frame.resumed === true) forgetRemoved(frame);
   const history = Array.isArray(frame.history) ? frame.history : [];
   const gap = frame.gap === true && !replaced;
   if (gap) log.addNotice(GAP_NOTICE);
@@ -429,6 +447,14 @@ function onWelcome(frame) {
   setStatus("online", "Online");
   ui.composerError.textContent = "";
   updateComposer();
+}
+
+/** Take away what moderators deleted or cleared while this page was away. */
+function forgetRemoved(frame) {
+  if (Array.isArray(frame.deleted)) {
+    for (const id of frame.deleted) if (Number.isSafeInteger(id)) log.remove(id);
+  }
+  if (Number.isSafeInteger(frame.cleared)) log.removeThrough(frame.cleared);
 }
 
 /** The highest message id among `messages`, or `floor` when none is higher. */
@@ -729,3 +755,6 @@ if (ui.joinName.value && (standalone || recall(SESSION_JOINED, sessionStorage)))
 } else {
   showJoin();
 }
+siteLoaded.then((banned) => {
+  if (banned !== null) leave(banned);
+});

@@ -205,3 +205,17 @@ export function closedText(code, reason) {
   if (code === BANNED) return `A moderator banned you from this chat${why}`;
   return null;
 }
+
+/**
+ * What the page says when site.json reports the visitor's address banned: the
+ * browser hides the handshake's 403, so without this the page would only retry.
+ */
+export function bannedText(ban) {
+  if (!ban || typeof ban !== "object") return null;
+  const reason = typeof ban.reason === "string" && ban.reason ? `: ${ban.reason}` : ".";
+  if (typeof ban.until === "number" && ban.until > 0) {
+    const until = new Date(ban.until).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+    return `Your address is banned from this chat until ${until}${reason}`;
+  }
+  return `Your address is banned from this chat${reason}`;
+}

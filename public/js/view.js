@@ -301,6 +301,16 @@ export class LogView {
     return true;
   }
 
+  /** Remove the messages up to `id` (a clear this page was away for). */
+  removeThrough(id) {
+    for (const [shownId, node] of this.byId) {
+      if (shownId <= id) {
+        node.remove();
+        this.byId.delete(shownId);
+      }
+    }
+  }
+
   /** Remove every message (a moderator cleared the room); ids go on from the last. */
   clearMessages() {
     for (const node of this.byId.values()) node.remove();

@@ -29,9 +29,17 @@ class ChatClient:
         name: the name to join with.
         avatar: the avatar URL (may be empty).
         since: the resume cursor (``None`` for a fresh join).
+        password: a moderator's password.
     """
 
-    def __init__(self, url: str, name: str, avatar: str = "", since: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        avatar: str = "",
+        since: int | None = None,
+        password: str | None = None,
+    ) -> None:
         self.frames: list[dict[str, Any]] = []
         # Entered as a context manager: websockets 17 warns about a bare connect().
         self._stack = ExitStack()
@@ -39,7 +47,10 @@ class ChatClient:
             connect(url, subprotocols=[SUBPROTOCOL], open_timeout=TIMEOUT, close_timeout=TIMEOUT)
         )
         try:
-            self.send({"type": "join", "name": name, "avatar": avatar, "since": since})
+            hello = {"type": "join", "name": name, "avatar": avatar, "since": since}
+            if password is not None:
+                hello["password"] = password
+            self.send(hello)
             self.welcome = self.expect("welcome")
         except BaseException:
             self._stack.close()

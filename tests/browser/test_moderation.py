@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import Page
 
 from pichat.passwords import hash_password
+from tests.browser.chat import ChatClient
 from tests.browser.conftest import Tracked
 from tests.browser.pages import join, open_page, say, shown, wait_for_count, wait_online
 from tests.daemon import Daemon
@@ -120,6 +121,16 @@ def test_ban_from_the_online_list(tmp_path: Path, contexts: Contexts) -> None:
         bob.wait_for_selector("#join:not([hidden])")
         assert "banned you" in bob.inner_text("#join-error")
         alice.wait_for_selector("#log .notice >> text=Done: ban bob")
+        # A reload cannot read the handshake's 403 (the browser reports 1006, like
+        # a network failure): the page asks site.json and explains instead of
+        # reconnecting for ever.
+        bob.reload()
+        bob.wait_for_selector("#join-error >> text=Your address is banned from this chat until")
+        assert "Reconnecting" not in bob.inner_text("#status")
+        bob.click("#join-submit")
+        bob.wait_for_selector("#join:not([hidden]) #join-error >> text=Your address is banned")
+        bob.wait_for_timeout(1500)  # longer than the first reconnection delay
+        assert bob.is_visible("#join") and "Reconnecting" not in bob.inner_text("#status")
 
 
 def test_lock_shows_the_room_state(tmp_path: Path, contexts: Contexts) -> None:
@@ -137,3 +148,36 @@ def test_lock_shows_the_room_state(tmp_path: Path, contexts: Contexts) -> None:
         say(bob, "let me in")
         bob.wait_for_selector("#composer-error >> text=The room is locked")
         assert bob.input_value("#composer-text") == "let me in"
+
+
+def test_a_page_away_during_a_delete_and_a_clear_drops_them_on_resume(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """A phone in a pocket misses the deleted frame: its resume says what went."""
+    with Daemon(tmp_path, config=CONFIG) as d:
+        tracked = contexts()
+        bob = tracked.new_page()
+        join(bob, d.http_url, "bob")
+        with ChatClient(d.ws_url, "carol") as carol:
+            sent = [carol.say(f"m{n}") for n in range(4)]
+        wait_for_count(bob, 4)
+        tracked.context.set_offline(True)  # no reconnection until back online
+        d.restart()
+        bob.wait_for_selector("#status[data-state=waiting]")
+        with ChatClient(d.ws_url, "alice", password=PASSWORD) as alice:
+            alice.send({"type": "delete", "id": sent[1]["id"]})
+            alice.expect("done", action="delete")
+        tracked.context.set_offline(False)
+        bob.wait_for_function("() => document.querySelectorAll('#log .msg').length === 3")
+        wait_online(bob)
+        assert [m["text"] for m in shown(bob)] == ["m0", "m2", "m3"]
+        tracked.context.set_offline(True)
+        d.restart()  # the clear is remembered across a restart too
+        bob.wait_for_selector("#status[data-state=waiting]")
+        with ChatClient(d.ws_url, "alice", password=PASSWORD) as alice:
+            alice.send({"type": "clear"})
+            alice.expect("done", action="clear")
+        d.restart()
+        tracked.context.set_offline(False)
+        bob.wait_for_function("() => document.querySelectorAll('#log .msg').length === 0")
+        wait_online(bob)
