@@ -12,7 +12,7 @@ CACHE := .cache
 HOST_PACKAGES := chromium fonts-dejavu-core debootstrap systemd-container \
 	openssh-client iproute2 ca-certificates util-linux libjs-jquery
 
-.PHONY: run test test-fast coverage lint bench deb deb-arm64-check clean venv dev-venv host-packages
+.PHONY: run test test-fast coverage lint bench deb deb-arm64-check clean venv dev-venv host-packages icons
 
 # Runtime-only venv: what `make run` needs.
 $(VENV)/.runtime: pyproject.toml
@@ -66,9 +66,14 @@ coverage: $(VENV)/.dev
 	$(BIN)/python -m coverage combine -q && \
 	$(BIN)/python -m coverage report --show-missing --skip-covered && exit $$status
 
+## make icons: public/icons/*.png from public/icons/icon.svg, drawn by Debian's Chromium
+## (the PNGs are committed; run after editing the SVG).
+icons: $(VENV)/.dev $(CACHE)/host-packages
+	$(BIN)/python -m tools.icons
+
 lint: $(VENV)/.dev
-	$(BIN)/ruff check pichat tests bench
-	$(BIN)/ruff format --check pichat tests bench
+	$(BIN)/ruff check pichat tests bench tools
+	$(BIN)/ruff format --check pichat tests bench tools
 	$(BIN)/mypy pichat
 
 ## make bench: pichat against a naive broadcaster on loopback; prints a table,

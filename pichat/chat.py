@@ -44,6 +44,7 @@ from .protocol import (
 from .ratelimit import TokenBucket
 from .retention import Retention
 from .room import Room
+from .typists import relay_typing
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -401,11 +402,14 @@ class PichatV1:
         """Nothing until the client joins."""
 
     def received(self, chat: Chat[Any], member: Any, text: str) -> None:
-        """``join``, ``say`` or ``history``; moderator frames go to :mod:`.moderation`."""
+        """``join``, ``say``, ``history``, ``typing``; moderator frames go to :mod:`.moderation`."""
         frame = load_object(text)
         kind = frame.get("type")
         if kind in MODERATION_TYPES:
             chat.moderation.received(member, kind, frame)
+            return
+        if kind == "typing":
+            relay_typing(chat, member)
             return
         command = parse_object(frame, chat.config.limits)
         if isinstance(command, Join):

@@ -7,6 +7,7 @@ engine's frames go, :class:`Dialect` one subprotocol's way of speaking to it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -38,6 +39,7 @@ class Member:
         "moderator",
         "address",
         "joined_ms",
+        "typed_at",
     )
 
     def __init__(self, site: Site, dialect: Dialect, address: str = "") -> None:
@@ -58,6 +60,8 @@ class Member:
         self.address = address
         #: When the member joined (epoch milliseconds; 0 until then).
         self.joined_ms = 0
+        #: When the last ``typing`` frame was relayed (monotonic seconds).
+        self.typed_at = -math.inf
 
 
 M_contra = TypeVar("M_contra", bound="Member", contravariant=True)

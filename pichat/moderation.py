@@ -186,6 +186,15 @@ class Moderation:
         if self.bans.name(name_key(name), self.chat.wall_ms()) is not None:
             raise ProtocolError("name_banned", "this name is banned from the chat")
 
+    def may_speak(self, member: Member, room: Room[Any], name: str) -> bool:
+        """Whether a post would pass mute and lock now, without may_post's side effects."""
+        rules = self.rules.get(room.name)
+        if member.moderator or rules is None:
+            return True
+        now_ms = self.chat.wall_ms()
+        keys = [key for key in (name_key(name), member.address) if key]
+        return not rules.locked and all(rules.muted.get(key, 0) <= now_ms for key in keys)
+
     def may_post(self, member: Member, room: Room[Any], name: str) -> None:
         """Raise ``muted``, ``room_locked`` or ``rate_limited`` (slow mode); moderators pass."""
         if member.moderator:

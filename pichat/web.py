@@ -10,10 +10,12 @@ headers only and other methods a 405 instead of being served as GET.
 
 from __future__ import annotations
 
+import hashlib
 import http
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from websockets.datastructures import Headers
@@ -23,6 +25,7 @@ from . import __version__
 from .metrics import CONTENT_TYPE
 from .sites import Site
 from .static import FileCache, resolve, security_headers
+from .webapp import MANIFEST_PATH, WORKER_PATH, manifest_body, worker_body
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -219,6 +222,8 @@ class Web:
             return _response(
                 http.HTTPStatus.NOT_FOUND, NOT_FOUND, "text/html; charset=utf-8", "no-cache", host
             )
+        if path in (MANIFEST_PATH, WORKER_PATH):
+            return self._app_file(request, site, path, target)
         accept = request.headers.get("Accept-Encoding", "")
         try:
             file = self.files.load(target, "gzip" in accept.lower())
@@ -233,4 +238,28 @@ class Web:
         status = http.HTTPStatus.NOT_MODIFIED if fresh else http.HTTPStatus.OK
         return _response(
             status, b"" if fresh else file.body, file.content_type, file.cache_control, host, extra
+        )
+
+    def _app_file(self, request: Request, site: Site, path: str, target: Path) -> Response:
+        """The manifest with the site's title, or the service worker with its version.
+
+        Made per request (a few hundred bytes, and the version follows the files
+        on disk), validated by an ETag of what was made.
+        """
+        host = request.headers.get("Host")
+        try:
+            file = self.files.load(target, False)
+            if path == MANIFEST_PATH:
+                body = manifest_body(file.body, site.title)
+            else:
+                body = worker_body(file.body, site.document_root)
+        except (OSError, ValueError) as exc:
+            logger.warning("cannot serve %s: %s", target, exc)
+            return plain(http.HTTPStatus.INTERNAL_SERVER_ERROR, "Cannot read the file\n")
+        etag = f'"{hashlib.sha256(body).hexdigest()[:20]}"'
+        tags = request.headers.get("If-None-Match", "")
+        fresh = etag in {tag.strip() for tag in tags.split(",")}
+        status = http.HTTPStatus.NOT_MODIFIED if fresh else http.HTTPStatus.OK
+        return _response(
+            status, b"" if fresh else body, file.content_type, "no-cache", host, (("ETag", etag),)
         )

@@ -31,13 +31,14 @@ class TestCA:
             "-subj", "/CN=pichat test CA",
         )  # fmt: skip
 
-    def issue(self, name: str) -> tuple[Path, Path]:
-        """A certificate (for 127.0.0.1 and localhost, CN ``name``) and its key."""
+    def issue(self, name: str, dns: tuple[str, ...] = ()) -> tuple[Path, Path]:
+        """A certificate (for 127.0.0.1, localhost and ``dns``, CN ``name``) and its key."""
         key = self.directory / f"{name}.key"
         request = self.directory / f"{name}.csr"
         certificate = self.directory / f"{name}.pem"
         extensions = self.directory / f"{name}.ext"
-        extensions.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+        names = "".join(f", DNS:{host}" for host in dns)
+        extensions.write_text(f"subjectAltName = IP:127.0.0.1, DNS:localhost{names}\n")
         _openssl(
             "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
             "-keyout", str(key), "-out", str(request), "-subj", f"/CN={name}",
@@ -48,6 +49,23 @@ class TestCA:
             "-days", "2", "-extfile", str(extensions),
         )  # fmt: skip
         return certificate, key
+
+    @staticmethod
+    def spki_hash(certificate: Path) -> str:
+        """Base64 SHA-256 of the certificate's public key: what Chromium's
+        ``--ignore-certificate-errors-spki-list`` trusts (that key only)."""
+        key = subprocess.run(
+            ["openssl", "x509", "-in", str(certificate), "-pubkey", "-noout"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        der = subprocess.run(
+            ["openssl", "pkey", "-pubin", "-outform", "der"],
+            input=key,
+            check=True,
+            capture_output=True,
+        ).stdout
+        return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
     def client_context(self) -> ssl.SSLContext:
         """A client context that trusts only this CA (and checks the host name)."""

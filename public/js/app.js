@@ -1,7 +1,11 @@
 // Wiring: the join form, the composer, the status line and the frames from the server.
 
+import { Suggest, mentionsMe } from "./mentions.js";
 import { Moderation, bannedText, closedText, moderationErrorText } from "./moderation.js";
+import { Notifier, setBadge } from "./notify.js";
+import { registerWorker } from "./pwa.js";
 import { Transport, socketUrl } from "./transport.js";
+import { TypingSender, TypingView } from "./typing.js";
 import { LogView, OnlineView, avatar, isHttpUrl } from "./view.js";
 
 const STORE_NAME = "pichat.name";
@@ -66,6 +70,8 @@ const ui = {
   composerError: $("composer-error"),
   online: $("online"),
   onlineDetails: $("online-details"),
+  settings: $("settings"),
+  typing: $("typing"),
 };
 
 const state = {
@@ -92,6 +98,12 @@ const state = {
   // would move the resume cursor past messages not fetched yet, so that a drop
   // mid-way resumed after them. They wait, and follow the last page.
   catchUp: null,
+  // Since the page was last hidden, or null: {after: the last id shown then,
+  // placed: whether the "new since you left" line is in, settle: the page is
+  // visible again and waits for the catch-up before it stops looking}.
+  away: null,
+  // A message to show once it is in the log (a notification opened the page), or null.
+  focusId: null,
 };
 
 const log = new LogView($("log"), $("new-messages"));
@@ -103,6 +115,35 @@ const moderation = new Moderation(
 );
 log.decorate = (item, message) => moderation.decorateMessage(item, message);
 online.decorate = (item, person) => moderation.decoratePerson(item, person);
+const onlineNames = () => [...online.people.values()].map((person) => String(person.name));
+log.names = onlineNames;
+const typingView = new TypingView(ui.typing);
+const typingSender = new TypingSender(
+  (frame) => state.joined && state.transport !== null && state.transport.send(frame),
+);
+// Created before the composer's own keydown listener: Enter picks a name first.
+new Suggest(
+  ui.text,
+  $("suggest"),
+  () => onlineNames().filter((name) => name !== state.you?.name),
+  () => updateComposer(),
+);
+// Whether the reader did anything on this page yet (a key, a tap, a click).
+let interacted = false;
+for (const kind of ["keydown", "pointerdown"]) {
+  addEventListener(kind, () => { interacted = true; }, { capture: true, once: true, passive: true });
+}
+// Only where the page can be an app (a secure context); elsewhere this is null. A new
+// version is switched to (a reload) only before the reader did anything, or while
+// the page is in the background with nothing typed.
+const registration = registerWorker(
+  () => ui.text.value === "" && (document.hidden || !interacted),
+);
+const notifier = new Notifier(
+  { mentions: $("notify-mentions"), all: $("notify-all"), hint: $("notify-hint") },
+  registration,
+  (id) => focusMessage(id),
+);
 
 /** Length as the server counts it (code points, not UTF-16 units). */
 function length(text) {
@@ -173,6 +214,12 @@ async function checkBanned() {
 
 function updateTitle() {
   document.title = state.unread > 0 ? `(${state.unread}) ${state.title}` : state.title;
+  setBadge(state.unread);
+}
+
+/** Show a message a notification was about (now, or once the log has it). */
+function focusMessage(id) {
+  state.focusId = Number.isSafeInteger(id) && !log.focusMessage(id) ? id : null;
 }
 
 // ---- Join ------------------------------------------------------------------
@@ -192,6 +239,7 @@ function validateJoin(name, avatarUrl) {
 }
 
 function showJoin(error = "") {
+  ui.settings.hidden = true;
   ui.chat.hidden = true;
   ui.online.hidden = true;
   ui.leave.hidden = true;
@@ -206,6 +254,7 @@ function showChat() {
   ui.chat.hidden = false;
   ui.online.hidden = false;
   ui.leave.hidden = false;
+  ui.settings.hidden = !notifier.supported;
   ui.joinError.textContent = "";
 }
 
@@ -276,9 +325,11 @@ function onState(event) {
       setStatus("connecting", "Joining…");
       break;
     case "waiting": {
+      // The page may have opened from the service worker's cache with the Pi away.
+      const text = state.transport.unreachable ? "Offline, retrying" : "Reconnecting";
       const tick = () => {
         const seconds = Math.max(1, Math.ceil((state.transport.retryAt - Date.now()) / 1000));
-        setStatus("waiting", "Reconnecting", ` in ${seconds} s`);
+        setStatus("waiting", text, ` in ${seconds} s`);
       };
       tick();
       state.countdown = setInterval(tick, 1000);
@@ -300,6 +351,7 @@ function onClose(event) {
   state.pending = [];
   // What was held is fetched again: the cursor never passed it.
   state.catchUp = null;
+  typingView.clear();
   if (wasJoined) console.info("pichat: connection closed", event.detail.code, event.detail.reason);
   const final = closedText(event.detail.code, event.detail.reason);
   if (final !== null) {
@@ -329,8 +381,14 @@ function onFrame(frame) {
       if (frame.event === "join") {
         online.join({ name: frame.name, avatar: frame.avatar, moderator: frame.moderator }, frame.count);
       }
-      else if (frame.event === "leave") online.leave(frame.name, frame.count);
+      else if (frame.event === "leave") {
+        online.leave(frame.name, frame.count);
+        typingView.stopped(frame.name);
+      }
       log.addPresence(frame.event, String(frame.name));
+      break;
+    case "typing":
+      if (typeof frame.name === "string" && frame.name !== state.you?.name) typingView.typing(frame.name);
       break;
     case "error":
       onError(frame);
@@ -360,6 +418,8 @@ function onWelcome(frame) {
   const replaced = state.transport.welcomed(frame);
   state.joined = true;
   state.you = frame.you;
+  typingView.clear();
+  typingSender.reset();
   moderation.welcome(frame);
   log.setMe(frame.you.name);
   online.setMe(frame.you.name);
@@ -377,8 +437,9 @@ function onWelcome(frame) {
   if (frame.more === true && last !== null) {
     state.catchUp = { after: last, missed: fresh.length, gap, held: [] };
     requestPage();
-  } else if (frame.resumed) {
-    reconnectedNotice(fresh.length);
+  } else {
+    if (frame.resumed) reconnectedNotice(fresh.length);
+    settleAway();
   }
   if (frame.you.name !== state.name && (!before || before.name !== frame.you.name)) {
     log.addNotice(`Someone here is already called ${state.name}, so you are ${frame.you.name}.`);
@@ -446,18 +507,38 @@ function finishCatchUp() {
   state.catchUp = null;
   reconnectedNotice(catchUp.missed);
   onMessages(catchUp.held);
+  settleAway();
+}
+
+/** Back from a hidden period and caught up: what comes next is not "since you left". */
+function settleAway() {
+  if (state.away && state.away.settle) {
+    state.away = null;
+    log.revealDivider();
+  }
 }
 
 function onMessages(messages, { live = true } = {}) {
   const fresh = log.addMessages(messages.filter((message) => message && typeof message === "object"));
+  const me = state.you ? state.you.name : null;
   for (const message of fresh) {
     state.transport.seen(message.id);
-    if (state.you && message.name === state.you.name && message.text === state.pending[0]) {
-      state.pending.shift();
-    } else if (live && document.hidden) {
+    typingView.stopped(message.name);
+    if (me !== null && message.name === me) {
+      if (message.text === state.pending[0]) state.pending.shift();
+      continue;
+    }
+    const away = state.away;
+    if (away && !away.placed && message.id > away.after) {
+      away.placed = true;
+      log.markUnread(message.id);
+    }
+    if (live && document.hidden) {
       state.unread += 1;
+      notifier.message(message, mentionsMe(message.text, me, onlineNames()));
     }
   }
+  if (state.focusId !== null && log.has(state.focusId)) focusMessage(state.focusId);
   updateTitle();
   return fresh;
 }
@@ -602,19 +683,47 @@ ui.text.addEventListener("keydown", (event) => {
 ui.text.addEventListener("input", () => {
   ui.composerError.textContent = "";
   updateComposer();
+  typingSender.input(ui.text.value);
+});
+
+// The notification settings close like a menu: a click elsewhere, or Escape.
+document.addEventListener("click", (event) => {
+  if (ui.settings.open && !ui.settings.contains(event.target)) ui.settings.open = false;
+});
+ui.settings.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && ui.settings.open) {
+    ui.settings.open = false;
+    ui.settings.querySelector("summary").focus();
+  }
 });
 
 ui.retry.addEventListener("click", () => state.transport?.reconnectNow());
 ui.leave.addEventListener("click", () => leave());
 
 document.addEventListener("visibilitychange", () => {
-  if (document.hidden) return;
+  if (document.hidden) {
+    // What arrives from now on is new since the reader left.
+    if (state.joined || state.transport) state.away = { after: log.lastId, placed: false, settle: false };
+    return;
+  }
   state.unread = 0;
   updateTitle();
+  if (state.away) {
+    state.away.settle = true;
+    // Still connected: everything that came meanwhile is in. Otherwise the resume
+    // brings the rest, and settles it (onWelcome, finishCatchUp).
+    if (state.joined && !state.catchUp) settleAway();
+  }
   // A phone suspends background tabs: coming back should not wait out a backoff.
   state.transport?.reconnectNow();
 });
 window.addEventListener("online", () => state.transport?.reconnectNow());
+if (window.isSecureContext && "serviceWorker" in navigator) {
+  // The service worker passes on a click on one of the page's notifications.
+  navigator.serviceWorker.addEventListener("message", (event) => {
+    if (event.data && event.data.type === "focus-message") focusMessage(event.data.id);
+  });
+}
 window.addEventListener("pageshow", (event) => {
   if (event.persisted && state.transport && state.transport.state !== "stopped") {
     state.transport.start();
@@ -636,7 +745,12 @@ updateComposer();
 // Fetched while the socket connects; a refusal of the join waits for it so the
 // message can name the site's limits.
 const siteLoaded = loadSite();
-if (ui.joinName.value && recall(SESSION_JOINED, sessionStorage)) {
+// A page opened from a notification (no window was left) shows that message.
+const opened = /^#message-(\d+)$/u.exec(location.hash);
+if (opened) state.focusId = Number(opened[1]);
+// Started as an installed app (from the home screen): straight into the room.
+const standalone = window.matchMedia("(display-mode: standalone)").matches;
+if (ui.joinName.value && (standalone || recall(SESSION_JOINED, sessionStorage))) {
   join(ui.joinName.value, ui.joinAvatar.value);
 } else {
   showJoin();

@@ -62,6 +62,9 @@ export class Transport extends EventTarget {
     this.epoch = null;
     // What the current connection's `join` asked for: {since, epoch}.
     this.asked = null;
+    // True when the last attempt ended without ever opening: the server cannot be
+    // reached (the Pi is off, the network gone), not just a dropped connection.
+    this.unreachable = false;
   }
 
   /** Connect (or reconnect) until stop() is called. */
@@ -129,11 +132,15 @@ export class Transport extends EventTarget {
       socket = new WebSocket(this.url, PROTOCOL);
     } catch (error) {
       console.error("pichat: cannot open", this.url, error);
+      this.unreachable = true;
       this.scheduleRetry();
       return;
     }
     this.socket = socket;
+    let opened = false;
     socket.onopen = () => {
+      opened = true;
+      this.unreachable = false;
       this.attempt = 0;
       this.setState("open");
       const since = this.cursor !== null ? this.cursor : this.joined ? 0 : null;
@@ -161,6 +168,7 @@ export class Transport extends EventTarget {
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
+      this.unreachable = !opened;
       this.dispatchEvent(
         new CustomEvent("close", {
           detail: { code: event.code, reason: event.reason, wasClean: event.wasClean },

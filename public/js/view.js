@@ -2,6 +2,8 @@
 // details) reaches the DOM through textContent, createTextNode or a property such
 // as `img.src` / `a.href`; never through innerHTML or markup strings.
 
+import { findMentions } from "./mentions.js";
+
 const AVATAR_COLOURS = 8;
 const URL_PATTERN = /\bhttps?:\/\/[^\s<>"'`]+/giu;
 const URL_HINT = /https?:\/\//iu;
@@ -96,11 +98,28 @@ export function avatar(url, name, size = "m") {
   return img;
 }
 
-/** Message text as DOM nodes: plain text, with http(s) URLs as safe links. */
-export function linkify(text) {
+/** Plain text with each `@name` in a span (`mention`, plus `mention-me` for you). */
+function mentionNodes(text, names, me) {
+  if (!text.includes("@")) return [document.createTextNode(text)];
+  const nodes = [];
+  let last = 0;
+  for (const mention of findMentions(text, names, me)) {
+    if (mention.start > last) nodes.push(document.createTextNode(text.slice(last, mention.start)));
+    nodes.push(element("span", mention.me ? "mention mention-me" : "mention", text.slice(mention.start, mention.end)));
+    last = mention.end;
+  }
+  if (last < text.length) nodes.push(document.createTextNode(text.slice(last)));
+  return nodes;
+}
+
+/**
+ * Message text as DOM nodes: plain text, with http(s) URLs as safe links and
+ * `@name` mentions of `names` (and of `me`, more strongly) highlighted.
+ */
+export function linkify(text, names = [], me = null) {
   const fragment = document.createDocumentFragment();
   if (!URL_HINT.test(text)) {
-    fragment.append(document.createTextNode(text));
+    fragment.append(...mentionNodes(text, names, me));
     return fragment;
   }
   let last = 0;
@@ -109,7 +128,7 @@ export function linkify(text) {
     const trailing = href.match(TRAILING_PUNCTUATION);
     if (trailing) href = href.slice(0, -trailing[0].length);
     if (!isHttpUrl(href)) continue;
-    if (match.index > last) fragment.append(document.createTextNode(text.slice(last, match.index)));
+    if (match.index > last) fragment.append(...mentionNodes(text.slice(last, match.index), names, me));
     const link = element("a", "msg-link", href);
     link.href = href;
     link.target = "_blank";
@@ -117,7 +136,7 @@ export function linkify(text) {
     fragment.append(link);
     last = match.index + href.length;
   }
-  if (last < text.length) fragment.append(document.createTextNode(text.slice(last)));
+  if (last < text.length) fragment.append(...mentionNodes(text.slice(last), names, me));
   return fragment;
 }
 
@@ -167,9 +186,20 @@ export class LogView {
     this.me = null;
     // Called with each new message element (moderation adds its badge and menu).
     this.decorate = null;
+    // The names a mention may name besides the authors seen: the people online.
+    this.names = () => [];
+    this.authors = new Set();
+    this.divider = null;
+    // Whether the reader is at the bottom: kept there when the log changes size (the
+    // header wraps anew, a phone's keyboard opens), not only when messages arrive.
+    this.stuck = true;
     log.addEventListener("scroll", () => {
-      if (this.atBottom()) this.hideNewButton();
+      this.stuck = this.atBottom();
+      if (this.stuck) this.hideNewButton();
     }, { passive: true });
+    new ResizeObserver(() => {
+      if (this.stuck) this.log.scrollTop = this.log.scrollHeight;
+    }).observe(log);
     newButton.addEventListener("click", () => {
       this.scrollToBottom();
       this.log.focus({ preventScroll: true });
@@ -251,7 +281,12 @@ export class LogView {
     name.textContent = message.name;
     if (mine) name.after(element("span", "you-tag", "you"));
     fillTime(meta.lastChild, message.date, today);
-    body.lastChild.append(linkify(String(message.text)));
+    if (this.authors.size > 1000) this.authors.clear();
+    this.authors.add(String(message.name));
+    const text = String(message.text);
+    const names = text.includes("@") ? [...this.authors, ...this.names()] : [];
+    body.lastChild.append(linkify(text, names, this.me));
+    if (!mine && body.lastChild.querySelector(".mention-me")) item.classList.add("mentions-me");
     item.prepend(avatar(message.avatar, message.name));
     if (this.decorate) this.decorate(item, message);
     return item;
@@ -282,6 +317,36 @@ export class LogView {
     this.byId.clear();
   }
 
+  /** The "new since you left" line, before message `id` (one at a time). */
+  markUnread(id) {
+    const node = this.byId.get(id);
+    if (!node) return;
+    this.divider?.remove();
+    this.divider = element("div", "line unread-divider", "New since you left");
+    this.divider.setAttribute("role", "separator");
+    node.before(this.divider);
+  }
+
+  /** Scroll the divider into view if it is above what is shown (on return). */
+  revealDivider() {
+    const divider = this.divider;
+    if (!divider || !divider.isConnected) return;
+    const above = divider.getBoundingClientRect().top - this.log.getBoundingClientRect().top;
+    if (above < 0) this.log.scrollTop += above - 8;
+  }
+
+  /** Show message `id` and give it the focus (a notification about it was clicked). */
+  focusMessage(id) {
+    const node = this.byId.get(id);
+    if (!node) return false;
+    node.tabIndex = -1;
+    node.scrollIntoView({ block: "center" });
+    node.focus({ preventScroll: true });
+    node.classList.add("focused");
+    node.addEventListener("blur", () => node.classList.remove("focused"), { once: true });
+    return true;
+  }
+
   insertInOrder(node, id) {
     // Rare (a message older than the newest shown): walk back from the end.
     const messages = this.log.querySelectorAll(".msg");
@@ -300,6 +365,7 @@ export class LogView {
   }
 
   scrollToBottom() {
+    this.stuck = true;
     this.log.scrollTop = this.log.scrollHeight;
     this.hideNewButton();
   }

@@ -82,6 +82,9 @@ def test_install_puts_files_in_place(installed: Installed) -> None:
     container = installed.container
     container.run(["test", "-x", "/usr/bin/pichat"])
     container.run(["test", "-f", "/usr/share/pichat/public/index.html"])
+    # The app's files too (public/* installs subdirectories whole).
+    for page_file in ("sw.js", "manifest.webmanifest", "icons/icon-512.png", "js/typing.js"):
+        container.run(["test", "-f", f"/usr/share/pichat/public/{page_file}"])
     conffiles = container.run(["dpkg-query", "-W", "-f=${Conffiles}", "pichat"]).stdout
     assert CONFFILE in conffiles
     assert container.run(["man", "-w", "8", "pichat"]).stdout.strip().endswith("pichat.8.gz")
