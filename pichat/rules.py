@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = ["MAX_TOMBSTONES", "RoomRules", "rules_from_json", "rules_to_json"]
 
@@ -81,7 +81,8 @@ class RoomRules:
         )
 
 
-def _whole(value: object) -> bool:
+def _whole(value: object) -> TypeGuard[int]:
+    """A positive int (JSON's true is not one)."""
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
@@ -120,16 +121,16 @@ def rules_from_json(data: object) -> dict[str, RoomRules]:
         cleared = value.get("cleared")
         rules[room] = RoomRules(
             locked=locked,
-            slow=slow if isinstance(slow, int) and not isinstance(slow, bool) and slow > 0 else 0,
+            slow=slow if _whole(slow) else 0,
             muted={
                 key: until
                 for key, until in (muted.items() if isinstance(muted, dict) else ())
-                if isinstance(key, str) and isinstance(until, int) and not isinstance(until, bool)
+                if isinstance(key, str) and _whole(until)
             },
             deleted=collections.deque(
                 (i for i in (deleted if isinstance(deleted, list) else ()) if _whole(i)),
                 maxlen=MAX_TOMBSTONES,
             ),
-            cleared=cleared if isinstance(cleared, int) and _whole(cleared) else 0,
+            cleared=cleared if _whole(cleared) else 0,
         )
     return rules
