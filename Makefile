@@ -8,9 +8,10 @@ CACHE := .cache
 
 # Debian packages the test suite drives for real: Chromium for the page,
 # debootstrap + systemd-nspawn for the package and the Ansible role;
-# libjs-jquery for the seed tutorial's legacy page (tests/browser/test_legacy.py).
+# libjs-jquery for the seed tutorial's legacy page (tests/browser/test_legacy.py);
+# redis-server for the scale-out tests (each starts its own on loopback).
 HOST_PACKAGES := chromium fonts-dejavu-core debootstrap systemd-container \
-	openssh-client iproute2 ca-certificates util-linux libjs-jquery
+	openssh-client iproute2 ca-certificates util-linux libjs-jquery redis-server
 
 .PHONY: run test test-fast coverage lint bench deb deb-arm64-check clean venv dev-venv host-packages icons
 

@@ -86,6 +86,33 @@ def _check_proxies(entries: list[str]) -> list[str]:
     return [str(network) for network in parse_networks(entries)]
 
 
+def _check_redis_url(url: str) -> str:
+    """``redis://``, ``rediss://`` or ``unix://``; and the client library must be there.
+
+    The Debian package only recommends python3-redis: a daemon asked to use Redis
+    without it refuses to start here, naming the key, rather than failing at first use.
+    """
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            f"{parts.scheme or url!r} is not a Redis URL scheme: use redis://host:port/db, "
+            "rediss:// (TLS) or unix:///path/to/redis.sock"
+        )
+    if parts.scheme == "unix" and not parts.path:
+        raise ValueError("a unix:// Redis URL needs a socket path, like unix:///run/redis.sock")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError(f"{url!r} names no Redis host")
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            "Redis needs the Python module redis (Debian: apt install python3-redis)"
+        ) from None
+    return url
+
+
 def _check_document_root(path: Path) -> Path:
     if not path.is_dir():
         raise ValueError(f"{str(path)!r} is not a directory")
@@ -213,6 +240,14 @@ class Settings(BaseSettings):
     tls_certificate: str = ""
     tls_private_key: str = ""
     hsts_max_age: int = Field(31_536_000, ge=0)
+
+    # Scale-out: daemons with the same redis_url share their rooms ("" = this daemon
+    # alone, history in SQLite). Changing it needs a restart.
+    redis_url: Annotated[str, AfterValidator(_check_redis_url)] = Field("", repr=False)
+    # How long READY=1 waits for Redis at start before starting degraded.
+    redis_start_timeout: float = Field(10.0, ge=0, le=600)
+    # A dead daemon's members leave everywhere within this many seconds.
+    redis_presence_ttl: float = Field(15.0, ge=3, le=3600)
 
     # Monitoring: who may read /metrics (addresses or CIDRs; others get 403).
     metrics_allowed: Networks = ["127.0.0.0/8", "::1/128"]

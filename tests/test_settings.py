@@ -185,12 +185,26 @@ def test_config_path(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         ("[[sites]]\nroom = 'x'\n", "sites[0].server_names"),
         ('sites = "x"\n', "sites"),
+        ('redis_url = "http://redis.example.org"\n', "redis_url"),
+        ('redis_url = "localhost:6379"\n', "redis_url"),
+        ('redis_url = "unix://"\n', "redis_url"),
+        ('redis_url = "redis://"\n', "redis_url"),
+        ("redis_presence_ttl = 1\n", "redis_presence_ttl"),
     ],
 )
 def test_bad_value_names_the_key(workdir: Path, text: str, key: str) -> None:
     """An unknown key or a bad value gives one problem line naming the key."""
     lines = problems(write(workdir, text))
     assert keys(lines) == [key]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://127.0.0.1:6379/0", "rediss://pichat:secret@redis.lan:6380/1", "unix:///run/r.sock"],
+)
+def test_redis_url_forms(workdir: Path, url: str) -> None:
+    """The three URL forms redis.asyncio.from_url takes are accepted as written."""
+    assert load(write(workdir, f'redis_url = "{url}"\n')).redis_url == url
 
 
 def test_duplicate_server_names_across_sites(workdir: Path) -> None:
