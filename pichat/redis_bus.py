@@ -30,7 +30,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from .history import Entry
@@ -79,9 +78,7 @@ class RedisBus:
         peer: presence and moderation.
     """
 
-    def __init__(
-        self, link: RedisLink, history: RedisHistory, chat: Chat[Any], peer: Peer
-    ) -> None:
+    def __init__(self, link: RedisLink, history: RedisHistory, chat: Chat[Any], peer: Peer) -> None:
         self.link = link
         self.history = history
         self.chat = chat
@@ -123,7 +120,7 @@ class RedisBus:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
-    async def _session(self, pubsub: PubSub) -> None:
+    async def _session(self, pubsub: Any) -> None:
         self._channels = {}
         await pubsub.subscribe(CONTROL)
         # Subscribe before reading the rooms: whatever is published from now on
@@ -147,7 +144,7 @@ class RedisBus:
                 await self.peer.beat(False)
                 next_sync = time.monotonic() + SYNC_PERIOD
 
-    async def _follow(self, pubsub: PubSub) -> None:
+    async def _follow(self, pubsub: Any) -> None:
         """Subscribe to the channel of every room loaded (rooms come with a reload)."""
         new = {RoomKeys(name).channel: name for name in self.chat.rooms}
         fresh = [channel for channel in new if channel not in self._channels]

@@ -21,7 +21,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from .bans import Ban
@@ -49,7 +48,8 @@ logger = logging.getLogger(__name__)
 #: Moderation log lines kept in Redis (newest first in the list).
 MAX_LOG = 10_000
 
-Op = Callable[[Pipeline], None]
+#: One queued write: adds its commands to the batch's pipeline.
+Op = Callable[[Any], object]
 
 
 def _messages(entries: list[tuple[str, dict[str, str]]]) -> list[Message]:
@@ -182,7 +182,7 @@ class RedisHistory:
             keys.channel,
         ]
 
-        def publish(pipe: Pipeline) -> None:
+        def publish(pipe: Any) -> None:
             # The pipeline loads the script first when Redis does not know it
             # (a restarted Redis): EVALSHA never meets NOSCRIPT mid-batch.
             pipe.scripts.add(self._publish)
@@ -194,7 +194,7 @@ class RedisHistory:
         """Queue the removal of messages from the room's stream."""
         stream = RoomKeys(deletion.room).stream
 
-        def delete(pipe: Pipeline) -> None:
+        def delete(pipe: Any) -> None:
             if deletion.ids:
                 pipe.xdel(stream, *[f"{i}-0" for i in deletion.ids])
             if deletion.through:
@@ -216,7 +216,7 @@ class RedisHistory:
         """Queue a line of the moderation log (the newest :data:`MAX_LOG` are kept)."""
         value = json.dumps(dataclasses.asdict(entry), ensure_ascii=False)
 
-        def record(pipe: Pipeline) -> None:
+        def record(pipe: Any) -> None:
             pipe.lpush(LOG, value)
             pipe.ltrim(LOG, 0, MAX_LOG - 1)
 

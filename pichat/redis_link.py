@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 __all__ = ["COMMAND_TIMEOUT", "RedisLink"]
 
@@ -36,7 +37,9 @@ class RedisLink:
     def __init__(self, url: str) -> None:
         # No retries inside redis-py: a publish retried after a timeout could be
         # stored twice. The subscriber's loop reconnects with its own backoff.
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
+        # Typed Any: with decode_responses every reply is str, which redis-py's
+        # annotations (different in 6.1 and 8.x) cannot say.
+        self.client: Any = aioredis.Redis.from_url(
             url,
             decode_responses=True,
             socket_timeout=COMMAND_TIMEOUT,
