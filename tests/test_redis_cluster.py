@@ -1,0 +1,135 @@
+"""Several daemons sharing their rooms through a real redis-server: delivery and resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import join, recv_type, say
+from tests.harness import Running
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server with AOF on, on a Unix socket; killed after the test."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def cluster(redis: RedisServer, daemon_factory: Any) -> Any:
+    """Start in-process daemons that share ``redis`` (``await cluster(n)``)."""
+
+    async def start(count: int, config: dict[str, Any] | None = None) -> list[Running]:
+        shared = {"redis_url": redis.url, "redis_presence_ttl": 3.0, "rate_messages": 1000}
+        shared.update(config or {})
+        return [await daemon_factory(shared) for _ in range(count)]
+
+    return start
+
+
+async def messages(ws: Any, count: int) -> list[Any]:
+    """The next ``count`` message frames (presence and the rest skipped)."""
+    return [await recv_type(ws, "message") for _ in range(count)]
+
+
+async def test_message_on_a_reaches_b_and_c_with_the_same_id(cluster: Any) -> None:
+    """A message said on one daemon reaches the clients of the others, with one id."""
+    a, b, c = await cluster(3)
+    wa, _ = await join(a, "alice")
+    wb, _ = await join(b, "bob")
+    wc, _ = await join(c, "carol")
+    await say(wa, "hello everyone")
+    got = [await recv_type(ws, "message") for ws in (wa, wb, wc)]
+    assert {frame["text"] for frame in got} == {"hello everyone"}
+    assert len({frame["id"] for frame in got}) == 1
+    for ws in (wa, wb, wc):
+        await ws.close()
+
+
+async def test_concurrent_senders_give_the_same_order_everywhere(cluster: Any) -> None:
+    """Senders on every daemon at once: every client sees one order, each message once."""
+    daemons = await cluster(3)
+    clients = [(await join(d, f"user{i}"))[0] for i, d in enumerate(daemons)]
+    per_sender = 20
+
+    async def send(index: int, ws: Any) -> None:
+        for n in range(per_sender):
+            await say(ws, f"{index}-{n}")
+
+    await asyncio.gather(*(send(i, ws) for i, ws in enumerate(clients)))
+    total = per_sender * len(clients)
+    seen = [await messages(ws, total) for ws in clients]
+    orders = [[(f["id"], f["text"]) for f in frames] for frames in seen]
+    assert orders[0] == orders[1] == orders[2]
+    ids = [message_id for message_id, _ in orders[0]]
+    assert ids == sorted(set(ids)) and len(ids) == total
+    # Each sender's own messages keep the order it sent them in.
+    for index in range(len(clients)):
+        mine = [text for _, text in orders[0] if text.startswith(f"{index}-")]
+        assert mine == [f"{index}-{n}" for n in range(per_sender)]
+    for ws in clients:
+        await ws.close()
+
+
+async def test_resume_on_b_with_a_cursor_from_a(cluster: Any) -> None:
+    """A page that reconnects to another daemon resumes after its cursor: no gap, no repeat."""
+    a, b = await cluster(2)
+    wa, welcome = await join(a, "alice")
+    await say(wa, "one")
+    first = await recv_type(wa, "message")
+    await wa.close()
+    wb, _ = await join(b, "bob")
+    for text in ("two", "three"):
+        await say(wb, text)
+    await messages(wb, 2)
+    again, resumed = await join(b, "alice", since=first["id"], epoch=welcome["epoch"])
+    assert resumed["resumed"] is True and resumed["gap"] is False
+    assert [m["text"] for m in resumed["history"]] == ["two", "three"]
+    assert resumed["epoch"] == welcome["epoch"]
+    await again.close()
+    await wb.close()
+
+
+async def test_newcomer_on_any_daemon_gets_the_same_replay(cluster: Any) -> None:
+    """History lives in Redis: a join on another daemon replays what the first stored."""
+    a, b = await cluster(2)
+    wa, _ = await join(a, "alice")
+    for n in range(5):
+        await say(wa, f"m{n}")
+    await messages(wa, 5)
+    wb, welcome_b = await join(b, "bob")
+    wa2, welcome_a = await join(a, "ann")
+    assert [m["text"] for m in welcome_b["history"]] == [f"m{n}" for n in range(5)]
+    assert welcome_a["history"] == welcome_b["history"]
+    for ws in (wa, wb, wa2):
+        await ws.close()
+
+
+async def test_a_late_daemon_continues_the_ids(
+    cluster: Any, daemon_factory: Any, redis: Any
+) -> None:
+    """Ids are Redis's: a daemon started later goes on from the shared counter."""
+    (a,) = await cluster(1)
+    wa, _ = await join(a, "alice")
+    await say(wa, "first")
+    first = await recv_type(wa, "message")
+    (b,) = await cluster(1)
+    wb, _ = await join(b, "bob")
+    await say(wb, "second")
+    second = await recv_type(wa, "message")
+    assert second["id"] == first["id"] + 1
+    for ws in (wa, wb):
+        await ws.close()
+
+
+def _json(frame: str) -> Any:
+    return json.loads(frame)
