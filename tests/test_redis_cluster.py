@@ -3,42 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import join, recv_type, say
-from tests.harness import Running
-from tests.redis_server import RedisServer
+from tests.redis_fixtures import cluster, messages, redis
 
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A real redis-server with AOF on, on a Unix socket; killed after the test."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def cluster(redis: RedisServer, daemon_factory: Any) -> Any:
-    """Start in-process daemons that share ``redis`` (``await cluster(n)``)."""
-
-    async def start(count: int, config: dict[str, Any] | None = None) -> list[Running]:
-        shared = {"redis_url": redis.url, "redis_presence_ttl": 3.0, "rate_messages": 1000}
-        shared.update(config or {})
-        return [await daemon_factory(shared) for _ in range(count)]
-
-    return start
-
-
-async def messages(ws: Any, count: int) -> list[Any]:
-    """The next ``count`` message frames (presence and the rest skipped)."""
-    return [await recv_type(ws, "message") for _ in range(count)]
+__all__ = ["cluster", "redis"]  # fixtures
 
 
 async def test_message_on_a_reaches_b_and_c_with_the_same_id(cluster: Any) -> None:
@@ -129,7 +99,3 @@ async def test_a_late_daemon_continues_the_ids(
     assert second["id"] == first["id"] + 1
     for ws in (wa, wb):
         await ws.close()
-
-
-def _json(frame: str) -> Any:
-    return json.loads(frame)
