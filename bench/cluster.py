@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import servers
-from .load import Generator
+from .load import Generator, quiet
 from .servers import Server
 
 __all__ = ["main", "run"]
@@ -127,6 +127,8 @@ async def measure(daemons: list[Server], clients: int) -> dict[str, float]:
         await gen.connect(clients // len(gens))
     await asyncio.sleep(1.0)
     rate = await saturate(gens, daemons[0].pid, senders=5, window=100 // len(gens))
+    for daemon in daemons:  # the other daemon's backlog must not count as latency
+        await quiet(daemon.pid)
     samples = await latency(gens[0], gens, rate=20.0, count=60)
     for gen in gens:
         gen.close_all()
@@ -173,14 +175,24 @@ def render(results: dict[str, dict[str, float]], clients: int) -> str:
     return "\n".join(lines)
 
 
+def report(workdir: Path, clients: int = 200) -> dict[str, dict[str, float]]:
+    """Run and print the table (the ``cluster`` phase of ``python -m bench``)."""
+    if shutil.which("redis-server") is None:
+        print("scale-out: skipped, redis-server is not installed (make host-packages)")
+        return {}
+    results = asyncio.run(run(workdir, clients))
+    print()
+    print(render(results, clients))
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.cluster [--clients N]``."""
     parser = argparse.ArgumentParser(prog="python -m bench.cluster")
     parser.add_argument("--clients", type=int, default=200)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pichat-bench-cluster-") as tmp:
-        results = asyncio.run(run(Path(tmp), args.clients))
-    print(render(results, args.clients))
+        report(Path(tmp), args.clients)
     return 0
 
 
