@@ -26,6 +26,8 @@ A failure closes the subscription; it is reopened with exponential backoff
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from redis.exceptions import RedisError
 
 from .history import Entry
+from .redis_link import COMMAND_TIMEOUT
 from .redis_scripts import CONTROL, RoomKeys, message_from_payload, parse_json, stream_id
 from .room import Room
 from .store import new_epoch
@@ -87,24 +90,37 @@ class RedisBus:
         self._task: asyncio.Task[None] | None = None
         #: Set once the first session has subscribed and resynced (tests, startup).
         self.synced = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         """Start the subscriber task."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="pichat-redis-bus")
 
     async def stop(self) -> None:
-        """Stop the subscriber task."""
-        if self._task is not None:
-            self._task.cancel()
+        """Stop the subscriber task: told, woken, and cancelled only as a last resort.
+
+        Not cancelled first: redis-py's pub/sub read can swallow a cancellation
+        and go on waiting. A message on the control channel wakes the read, the
+        loop sees the flag and ends.
+        """
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        if self.link.up:
             try:
-                await self._task
-            except asyncio.CancelledError:
+                await self.link.client.publish(CONTROL, json.dumps({"d": self.link.daemon}))
+            except (RedisError, OSError):
                 pass
-            self._task = None
+        done, _ = await asyncio.wait({task}, timeout=SYNC_PERIOD + 2 * COMMAND_TIMEOUT)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _run(self) -> None:
         backoff = BACKOFF_FIRST
-        while True:
+        while not self._stopping.is_set():
             pubsub = self.link.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await self._session(pubsub)
@@ -117,7 +133,8 @@ class RedisBus:
                     pass
             if self.link.up:
                 backoff = BACKOFF_FIRST  # the session worked for a while
-            await asyncio.sleep(backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _session(self, pubsub: Any) -> None:
@@ -131,7 +148,7 @@ class RedisBus:
         await self.peer.beat(True)
         self.synced.set()
         next_sync = time.monotonic() + SYNC_PERIOD
-        while True:
+        while not self._stopping.is_set():
             if len(self._channels) != len(self.chat.rooms):
                 await self._follow(pubsub)
                 await self._sync()
@@ -215,11 +232,13 @@ class RedisBus:
                 self._deliver(room, message_from_payload(payload))
             if len(entries) < FILL_BATCH:
                 room.stored_id = max(room.stored_id, through)
-                room.last_id = max(room.last_id, through)
+                room.last_id = room.stored_id
                 return
 
     def _deliver(self, room: Room[Any], message: Any) -> None:
-        room.last_id = max(room.last_id, message.id)
+        # Assigned, not max(): the engine's create() counts this daemon's posts
+        # ahead of Redis (ids it never uses); Redis's id is the room's last one.
+        room.last_id = message.id
         cut = self.chat.config.retention.cut(message.id, self.chat.wall_ms())
         self.chat.committed([Entry(room.name, message, None, cut)])
 

@@ -119,11 +119,16 @@ class RedisHistory:
         return _messages(entries)
 
     async def trim(self, room: str, cut: Cut) -> int:
-        """Apply a retention cut to the stream (count by ``MINID``, age from the front)."""
+        """Apply the age part of a retention cut to the stream, from the front.
+
+        The count part is the publish script's ``MINID``, computed from Redis's own
+        counter: ``cut.first_id`` comes from this daemon's idea of the last id,
+        which may run ahead of Redis's while its posts are in flight.
+        """
         stream = RoomKeys(room).stream
         client = self.link.client
+        removed = 0
         try:
-            removed = int(await client.xtrim(stream, minid=f"{cut.first_id}-0"))
             while True:
                 first = await client.xrange(stream, "-", "+", count=100)
                 old = [entry_id for entry_id, fields in first if int(fields["ms"]) < cut.oldest_ms]

@@ -99,3 +99,18 @@ async def test_a_late_daemon_continues_the_ids(
     assert second["id"] == first["id"] + 1
     for ws in (wa, wb):
         await ws.close()
+
+
+async def test_retention_by_count_is_shared_and_survives_the_hourly_pass(cluster: Any) -> None:
+    """The stream keeps the last history_max_messages; retention passes on any daemon agree."""
+    a, b = await cluster(2, history_max_messages=5, history_replay=5)
+    wa, _ = await join(a, "alice")
+    for n in range(8):
+        await say(wa, f"m{n}")
+    await messages(wa, 8)
+    await a.server.expire()
+    await b.server.expire()
+    wb, welcome = await join(b, "bob")
+    assert [m["text"] for m in welcome["history"]] == [f"m{n}" for n in range(3, 8)]
+    for ws in (wa, wb):
+        await ws.close()

@@ -110,3 +110,31 @@ async def test_legacy_clients_work_in_cluster_mode(cluster: Any) -> None:
     assert [m["text"] for m in await messages(wb, 2)] == ["to the old page", "hi from 2013"]
     await legacy.close()
     await wb.close()
+
+
+async def test_ban_on_a_of_a_member_of_b_bans_his_address_on_b(cluster: Any) -> None:
+    """A ban reaches the daemon the target is on: he is closed, his address refused there."""
+    from websockets.exceptions import InvalidStatus
+
+    from tests.conftest import open_client
+    from tests.test_moderation_server import BOB
+
+    a, b = await cluster(2, **CONFIG)
+    mod, _ = await join_with_password(a, "alice", password=PASSWORD)
+    wb, _ = await join_with_password(b, "bob", connect=BOB)
+    await presence(mod, "join", "bob")
+    await mod.send(json.dumps({"type": "ban", "name": "bob", "minutes": 5}))
+    assert (await recv_type(mod, "done"))["action"] == "ban"
+    code, _ = await closed(wb)
+    assert code == 4003
+    for _ in range(100):  # B saves the address ban a round trip after closing him
+        try:
+            ws = await open_client(b, **BOB)
+        except InvalidStatus as refused:
+            assert refused.response.status_code == 403
+            break
+        await ws.close()
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("bob's address was never banned on B")
+    await mod.close()
