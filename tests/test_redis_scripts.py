@@ -110,3 +110,39 @@ async def test_a_lost_publish_is_filled_from_the_stream(cluster: Any, client: An
         assert second["id"] == first["id"] + 1
     await wa.close()
     await wb.close()
+
+
+async def test_history_keeps_bans_rules_and_the_log_in_redis(redis: RedisServer) -> None:
+    """Bans, rules and the moderation log written by one daemon are read back by another."""
+    from pichat.bans import Ban
+    from pichat.history import Deletion, LogEntry
+    from pichat.redis_history import RedisHistory
+    from pichat.retention import Retention
+
+    class Listener:
+        def committed(self, batch: list[Any]) -> None:
+            raise AssertionError("the Redis history delivers through the bus")
+
+        def failed(self, batch: list[Any]) -> None:
+            raise AssertionError(batch)
+
+    writer, reader = RedisLink(redis.url), RedisLink(redis.url)
+    history = RedisHistory(writer, Retention)
+    history.start(Listener())
+    ban = Ban("10.0.0.1", "bob", 0, "spam", "lobby", "alice", 5, "Bob")
+    history.save_bans([ban])
+    history.save_rules({"lobby": {"locked": True}})
+    for ms in (10, 20, 30):
+        history.record(LogEntry(ms, "lobby", "alice", "lock", "{}"))
+    for n in range(3):
+        await publish(writer.client, "lobby", f"m{n}")
+    history.delete(Deletion("lobby", (2,)))
+    await history.close()
+    other = RedisHistory(reader, Retention)
+    assert await other.load_bans() == [ban]
+    assert await other.load_rules() == {"lobby": {"locked": True}}
+    assert [e.ms for e in await other.load_log(15, 10)] == [20, 30]
+    assert [m.id for m in (await other.load("lobby", 10)).messages] == [1, 3]
+    assert [m.id for m in await other.messages_after("lobby", 1, 10)] == [3]
+    await writer.close()
+    await reader.close()
