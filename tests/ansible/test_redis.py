@@ -10,6 +10,7 @@ run in file order, the ones that change the target last.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import tomllib
 from collections.abc import Iterator, Sequence
@@ -26,10 +27,13 @@ pytestmark = pytest.mark.system
 
 CONFIG = "/etc/pichat/pichat.toml"
 REDIS_CONFIG = "/etc/redis/redis.conf"
+REDIS_USERS = "/etc/redis/users.acl"
 FACT = "/etc/ansible/facts.d/pichat.fact"
 REDIS_HOST = "127.0.0.2"
 PASSWORD = "pichat-test-5d1f0c9a"
 ADMIN_PASSWORD = "admin-test-8e2b7a41"
+# How the users file keeps the password: Redis's "#<sha256>" form.
+DIGEST = hashlib.sha256(PASSWORD.encode()).hexdigest()
 
 
 class ScaleOut:
@@ -99,9 +103,11 @@ def test_redis_server_is_installed_enabled_and_running(scale_out: ScaleOut) -> N
     assert status == "install ok installed"
     assert container.show("redis-server.service", "ActiveState") == "active"
     assert container.show("redis-server.service", "UnitFileState") == "enabled"
-    mode = container.run(["stat", "-c", "%a %U:%G", REDIS_CONFIG]).stdout.strip()
-    assert mode == "640 redis:redis"
-    assert PASSWORD not in container.read(REDIS_CONFIG)
+    for path in (REDIS_CONFIG, REDIS_USERS):
+        mode = container.run(["stat", "-c", "%a %U:%G", path]).stdout.strip()
+        assert mode == "640 redis:redis", path
+        assert PASSWORD not in container.read(path), path
+    assert f"#{DIGEST} " in container.read(REDIS_USERS)
 
 
 def test_live_server_has_the_aof_and_the_hardening(scale_out: ScaleOut) -> None:
@@ -178,6 +184,27 @@ def test_second_run_changes_nothing(scale_out: ScaleOut) -> None:
     run = scale_out.target.playbook(scale_out.variables).check()
     assert run.recap()["changed"] == 0, run.changed_tasks()
     assert PASSWORD not in run.output
+
+
+def test_changes_restart_redis_and_pichat(scale_out: ScaleOut) -> None:
+    """A new memory cap restarts redis-server; a new redis_url restarts pichat, out of the diff."""
+    container = scale_out.target.container
+    redis_pid = container.show("redis-server.service", "MainPID")
+    pichat_pid = container.show("pichat.service", "MainPID")
+    url = scale_out.variables["pichat_redis_url"].removesuffix("/0") + "/1"
+    variables = {**scale_out.variables, "pichat_redis_maxmemory": "64mb", "pichat_redis_url": url}
+    # --diff would print the changed lines of pichat.toml, of the fact and of the users
+    # file: no_log and the fact's digest keep the password out.
+    run = scale_out.target.playbook(variables, "--diff").check()
+    assert {"Restart redis-server", "Restart pichat"} <= set(run.changed_tasks()), run.output
+    assert "Reload pichat" not in run.changed_tasks()
+    assert PASSWORD not in run.output and DIGEST not in run.output
+    assert "maxmemory 64mb" in run.output  # the Redis file's diff is shown: no secret there
+    scale_out.variables = variables
+    assert container.show("redis-server.service", "MainPID") != redis_pid
+    assert container.show("pichat.service", "MainPID") != pichat_pid
+    assert scale_out.admin("CONFIG", "GET", "maxmemory").split("\n")[1] == f'2) "{64 << 20}"'
+    assert tomllib.loads(container.read(CONFIG))["redis_url"] == url
 
 
 def test_open_bind_without_password_fails_before_any_change(scale_out: ScaleOut) -> None:
