@@ -28,7 +28,8 @@ from .control import ControlServer
 from .outbox import Connection
 from .server import DIALECTS, ChatServer
 from .settings import ConfigError, Settings, load
-from .store import HISTORY_FILE, StateLock, Store, StoreError
+from .state_dir import HISTORY_FILE, StateLock, StoreError
+from .store import Store
 from .systemd import Notifier, SystemdEnvironment, Watchdog, inherited_sockets
 from .tls import TLSError, reload_context, server_context
 

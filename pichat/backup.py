@@ -33,7 +33,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .rotation import leftovers, next_name, to_remove
-from .store import HISTORY_FILE, SCHEMA_VERSION, StateLock, StoreError
+from .schema import SCHEMA_VERSION
+from .state_dir import HISTORY_FILE, StateLock, StoreError
 
 __all__ = [
     "EX_CANTCREAT",

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from .backup import EX_DATAERR, BackupError, check_database, open_readonly
 from .protocol import Message
-from .store import HISTORY_FILE
+from .state_dir import HISTORY_FILE
 
 __all__ = ["FORMATS", "export"]
 

@@ -7,7 +7,7 @@ messages (so they are applied in order with them) and read through its thread.
 
 from __future__ import annotations
 
-import asyncio
+import abc
 import json
 import logging
 import sqlite3
@@ -26,17 +26,23 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-class ModerationTables:
-    """Bans, room rules and the moderation log, on the store's connection and writer."""
+class ModerationTables(abc.ABC):
+    """Bans, room rules and the moderation log, on the store's connection and writer.
+
+    The store supplies the two ways in: a read on its database thread and a
+    change queued behind the messages already waiting.
+    """
 
     path: Path
     _db: sqlite3.Connection | None
-    _changes: list[Callable[[sqlite3.Connection], None]]
-    _wakeup: asyncio.Event
 
+    @abc.abstractmethod
     async def _call(self, function: Callable[[], _T]) -> _T:
-        """Run ``function`` on the store's database thread (the store provides it)."""
-        raise NotImplementedError
+        """Run ``function`` on the store's database thread."""
+
+    @abc.abstractmethod
+    def _queue(self, change: Callable[[sqlite3.Connection], None]) -> None:
+        """Apply ``change`` in the writer's next transaction, in order with the writes."""
 
     async def load_bans(self) -> list[Ban]:
         """Every stored ban."""
@@ -65,8 +71,7 @@ class ModerationTables:
             db.execute("DELETE FROM bans")
             db.executemany("INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
-        self._changes.append(change)
-        self._wakeup.set()
+        self._queue(change)
 
     async def load_rules(self) -> object:
         """The stored room rules, as saved (``None`` when there are none)."""
@@ -93,8 +98,7 @@ class ModerationTables:
         def change(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR REPLACE INTO state VALUES ('room_rules', ?)", (value,))
 
-        self._changes.append(change)
-        self._wakeup.set()
+        self._queue(change)
 
     def record(self, entry: LogEntry) -> None:
         """Queue a line of the moderation log."""
@@ -105,8 +109,7 @@ class ModerationTables:
                 (entry.ms, entry.room, entry.actor, entry.action, entry.detail),
             )
 
-        self._changes.append(change)
-        self._wakeup.set()
+        self._queue(change)
 
     async def load_log(self, since_ms: int, limit: int) -> list[LogEntry]:
         """The newest ``limit`` log lines from ``since_ms`` on, oldest first."""

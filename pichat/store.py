@@ -27,17 +27,9 @@ from .moderation_tables import ModerationTables
 from .protocol import Message
 from .retention import Cut
 from .schema import MIGRATIONS, SCHEMA_VERSION
-from .state_dir import HISTORY_FILE, LOCK_FILE, StateLock, StoreError
+from .state_dir import StoreError
 
-__all__ = [
-    "HISTORY_FILE",
-    "LOCK_FILE",
-    "SCHEMA_VERSION",
-    "StateLock",
-    "Store",
-    "StoreError",
-    "new_epoch",
-]
+__all__ = ["Store", "new_epoch"]
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +217,9 @@ class Store(ModerationTables):
                     (deletion.room, deletion.through),
                 )
 
+        self._queue(change)
+
+    def _queue(self, change: Callable[[sqlite3.Connection], None]) -> None:
         self._changes.append(change)
         self._wakeup.set()
 

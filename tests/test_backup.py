@@ -15,7 +15,7 @@ import pytest
 
 from pichat import cli
 from pichat.app import Daemon
-from pichat.store import HISTORY_FILE
+from pichat.state_dir import HISTORY_FILE
 from pichat.systemd import SystemdEnvironment
 from tests.conftest import join, recv_type, say
 from tests.daemon import PUBLIC, REPO, TIMEOUT, render_toml

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pichat.store import HISTORY_FILE
+from pichat.state_dir import HISTORY_FILE
 from tests.daemon import REPO, TIMEOUT
 from tests.harness import running
 from tests.test_backup import _foreign, _newer, chat, config_for, ids, pichat

@@ -14,7 +14,9 @@ from pichat.bans import Ban
 from pichat.history import Deletion, Entry, Loaded
 from pichat.protocol import Message
 from pichat.retention import Cut, Retention
-from pichat.store import SCHEMA_VERSION, Store, StoreError
+from pichat.schema import SCHEMA_VERSION
+from pichat.state_dir import StoreError
+from pichat.store import Store
 
 #: Keeps everything: no count or age limit in reach of a test.
 KEEP_ALL = Cut(first_id=1, oldest_ms=-(2**63))

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,15 +116,23 @@ class Target:
         container: the booted system (run commands, read files, query systemd).
         ssh_port: the loopback port of its sshd.
         workdir: a host directory for the key, the inventory and Ansible's state.
+        groups: the inventory groups it is in (``pichat``, and ``pichat_redis`` for the
+            Redis play of ``site.yml``).
     """
 
     def __init__(
-        self, container: Container, ssh_port: int | None, workdir: Path, deb: Path
+        self,
+        container: Container,
+        ssh_port: int | None,
+        workdir: Path,
+        deb: Path,
+        groups: Sequence[str] = ("pichat",),
     ) -> None:
         self.container = container
         self.ssh_port = ssh_port
         self.workdir = workdir
         self.deb = deb
+        self.groups = tuple(groups)
         self.inventory = workdir / "inventory.yml"
         self._write_inventory()
 
@@ -145,7 +153,8 @@ class Target:
                     f"-o ProxyCommand='nsenter -t {self.container.leader} -a /usr/sbin/sshd -i'"
                 ),
             )
-        inventory = {"all": {"children": {"pichat": {"hosts": {"target": host}}}}}
+        children = {group: {"hosts": {"target": host}} for group in self.groups}
+        inventory = {"all": {"children": children}}
         self.inventory.write_text(json.dumps(inventory, indent=2))
 
     def playbook(
@@ -216,7 +225,11 @@ def _start_sshd(container: Container) -> int:
 
 @contextlib.contextmanager
 def provision_target(
-    deb: Path, *, files: Mapping[str, str] | None = None, private_network: bool = False
+    deb: Path,
+    *,
+    files: Mapping[str, str] | None = None,
+    private_network: bool = False,
+    groups: Sequence[str] = ("pichat",),
 ) -> Iterator[Target]:
     """Boot a target, let the test's key in over SSH, and yield it; all is gone afterwards.
 
@@ -227,6 +240,8 @@ def provision_target(
             tests that change the firewall; SSH then goes through ``sshd -i`` on a pipe,
             and apt cannot reach a mirror (the root's lists are declared fresh, so the
             role installs from the root's packages and apt's cache).
+        groups: the inventory groups the target is in (``pichat_redis`` makes
+            ``site.yml`` install the Redis server there too).
     """
     workdir = Path(tempfile.mkdtemp(prefix="pichat-ansible-"))
     try:
@@ -240,9 +255,9 @@ def provision_target(
             try:
                 if private_network:
                     container.run(["touch", "/var/lib/apt/periodic/update-success-stamp"])
-                    yield Target(container, None, workdir, deb)
+                    yield Target(container, None, workdir, deb, groups)
                 else:
-                    yield Target(container, _start_sshd(container), workdir, deb)
+                    yield Target(container, _start_sshd(container), workdir, deb, groups)
             finally:
                 _close_ssh_masters(workdir / "cp")
     finally:

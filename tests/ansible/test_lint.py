@@ -38,14 +38,16 @@ def test_ansible_lint_production_profile_passes_offline() -> None:
     assert "Profile 'production' was required, and it passed" in output, output
 
 
-def test_every_default_is_specified_and_documented() -> None:
-    """Each pichat_ default has an argument spec with the same default and a README entry."""
-    defaults: dict[str, Any] = _load(ROLE / "defaults" / "main.yml")
-    options = _load(ROLE / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+@pytest.mark.parametrize("role", ["pichat", "pichat_redis"])
+def test_every_default_is_specified_and_documented(role: str) -> None:
+    """Each role's default has an argument spec with the same default and a README entry."""
+    path = ANSIBLE_DIR / "roles" / role
+    defaults: dict[str, Any] = _load(path / "defaults" / "main.yml")
+    options = _load(path / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
     readme = (ANSIBLE_DIR / "README.md").read_text()
     assert set(defaults) == set(options)
     for name, value in defaults.items():
-        assert name.startswith("pichat_"), name
+        assert name.startswith(f"{role}_"), name
         spec = options[name]
         assert spec.get("description"), name
         if not (isinstance(value, str) and "{{" in value):

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, WebSocketRoute
 
-from pichat.store import HISTORY_FILE
+from pichat.state_dir import HISTORY_FILE
 from tests.browser.chat import ChatClient, stored_history
 from tests.browser.conftest import Tracked
 from tests.browser.pages import join, joins_sent, say, shown, wait_for_message, wait_online
