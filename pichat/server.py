@@ -331,9 +331,11 @@ class ChatServer:
     def status_line(self) -> str:
         """The one-line status for ``systemctl status``."""
         joined = sum(self.chat.online().values())
-        return (
+        line = (
             f"{len(self.outbox.clients)} connections, {joined} online, {len(self.chat.rooms)} rooms"
         )
+        # A daemon that started without its Redis says so in systemctl status too.
+        return line if self.history.healthy else line + ", degraded (history unavailable)"
 
     def start_housekeeping(self) -> None:
         """Start the keepalive sweep and periodic retention."""

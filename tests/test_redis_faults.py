@@ -243,3 +243,21 @@ async def test_a_redis_that_lost_writes_starts_the_room_over(
     again, fresh = await join(a, "alice", since=last["id"], epoch=welcome["epoch"])
     assert fresh["epoch"] != welcome["epoch"] and fresh["gap"] is True
     await again.close()
+
+
+def test_ready_without_redis_says_degraded(tmp_path: Path) -> None:
+    """Past redis_start_timeout, READY=1 comes with a STATUS that says degraded, and a log line."""
+    from tests.daemon import Daemon
+
+    server = RedisServer(tmp_path / "absent")  # never started
+    (tmp_path / "d").mkdir()
+    daemon = Daemon(tmp_path / "d", cluster_config(server, redis_start_timeout=0.2))
+    try:
+        daemon.start()
+        assert daemon.notify is not None
+        ready = next(m for m in daemon.notify.messages if m.get("READY") == "1")
+        assert "degraded" in ready["STATUS"]
+        assert "starting degraded" in daemon.log()
+    finally:
+        daemon.stop()
+        server.close()

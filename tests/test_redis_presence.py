@@ -138,3 +138,18 @@ async def test_ban_on_a_of_a_member_of_b_bans_his_address_on_b(cluster: Any) -> 
     else:
         raise AssertionError("bob's address was never banned on B")
     await mod.close()
+
+
+async def test_a_daemon_that_stops_cleanly_takes_its_members_out_at_once(cluster: Any) -> None:
+    """SIGTERM (here: the stop event) on A: B's members see A's members leave, names free."""
+    a, b = await cluster(2)
+    await join(a, "amy")
+    wb, welcome = await join(b, "bob")
+    assert "amy" in {p["name"] for p in welcome["online"]}
+    assert await a.stop() == 0
+    left = await presence(wb, "leave", "amy")
+    assert left["count"] == 1
+    again, joined = await join(b, "amy")
+    assert joined["you"]["name"] == "amy"
+    await again.close()
+    await wb.close()
