@@ -176,7 +176,10 @@ class RedisBus:
             return
         if channel == CONTROL:
             if payload.get("d") != self.link.daemon:
-                await self.peer.control(payload)
+                try:
+                    await self.peer.control(payload)
+                except (KeyError, TypeError, ValueError) as exc:
+                    logger.warning("redis: ignoring a malformed control message: %r", exc)
             return
         name = self._channels.get(channel)
         room = self.chat.rooms.get(name) if name is not None else None
@@ -185,12 +188,18 @@ class RedisBus:
         if payload.get("epoch") != room.epoch:
             await self._sync()  # the epoch changed: the sync starts the room over
             return
-        message_id = int(payload["id"])
+        try:
+            message = message_from_payload(payload)
+        except (KeyError, TypeError, ValueError):
+            # Not one of ours: the stream is the authority, the next sync reads it.
+            logger.warning("redis: ignoring a malformed message on %s", channel)
+            return
+        message_id = message.id
         if message_id <= room.stored_id:
             return  # a fill delivered it already
         if message_id > room.stored_id + 1:
             await self._fill(room, message_id - 1)
-        self._deliver(room, message_from_payload(payload))
+        self._deliver(room, message)
 
     async def _sync(self) -> None:
         """Check every room's epoch and counter against Redis; fill or start over."""

@@ -161,12 +161,14 @@ class RedisHistory:
         entries: list[LogEntry] = []
         for line in lines:
             value = parse_json(line)
-            if isinstance(value, dict):
-                entry = LogEntry(**value)
-                if entry.ms >= since_ms:
-                    entries.append(entry)
-                    if len(entries) >= limit:
-                        break
+            try:
+                entry = LogEntry(**value) if isinstance(value, dict) else None
+            except TypeError:
+                entry = None
+            if entry is not None and isinstance(entry.ms, int) and entry.ms >= since_ms:
+                entries.append(entry)
+                if len(entries) >= limit:
+                    break
         entries.reverse()
         return entries
 

@@ -114,3 +114,33 @@ async def test_retention_by_count_is_shared_and_survives_the_hourly_pass(cluster
     assert [m["text"] for m in welcome["history"]] == [f"m{n}" for n in range(3, 8)]
     for ws in (wa, wb):
         await ws.close()
+
+
+async def test_malformed_payloads_in_redis_are_ignored(cluster: Any, redis: Any) -> None:
+    """Garbage on the room's channel or the control channel changes nothing; delivery goes on."""
+    a, b = await cluster(2)
+    wa, welcome = await join(a, "alice")
+    wb, _ = await join(b, "bob")
+    channel = "pichat:room:lobby:messages"
+    epoch = welcome["epoch"]
+    for data in (
+        "not json",
+        "[1]",
+        f'{{"epoch": "{epoch}", "id": "x"}}',
+        f'{{"epoch": "{epoch}"}}',
+    ):
+        assert redis.command("PUBLISH", channel, data).startswith(":")
+    for data in (
+        "{}",
+        '{"t": "act", "room": "lobby", "kind": "clear", "done": {}, "through": "x"}',
+    ):
+        assert redis.command("PUBLISH", "pichat:control", data).startswith(":")
+    redis.command("LPUSH", "pichat:log", '{"ms": 1, "bogus": true}')
+    await say(wa, "still fine")
+    for ws in (wa, wb):
+        assert (await recv_type(ws, "message"))["text"] == "still fine"
+    assert [e.ms for e in await b.server.chat.history.load_log(0, 10)] == []
+    # Ignored, not a failed session: the subscription never dropped.
+    assert "redis unavailable" not in a.log() + b.log()
+    for ws in (wa, wb):
+        await ws.close()
