@@ -101,6 +101,8 @@ class RedisPresence:
         self.claims: dict[Any, Claim] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_beat = 0.0
+        #: No daemon is expired before this (monotonic): see :meth:`beat`.
+        self._expire_after = 0.0
 
     # The engine's hooks.
 
@@ -238,6 +240,11 @@ class RedisPresence:
         if not force and now < self._next_beat:
             return
         self._next_beat = now + self.ttl / 3
+        if force:
+            # Just (re)connected: after an outage every heartbeat has lapsed, the
+            # others' too. Give them one TTL to beat again before expiring anyone,
+            # or their members would leave and join again for nothing.
+            self._expire_after = now + self.ttl
         client = self.link.client
         me = self.link.daemon
         async with client.pipeline(transaction=False) as pipe:
@@ -246,7 +253,7 @@ class RedisPresence:
             pipe.smembers(DAEMONS)
             _, _, daemons = await pipe.execute()
         others = sorted(d for d in daemons if d != me)
-        if others:
+        if others and now >= self._expire_after:
             alive = await client.exists(*[daemon_key(d) for d in others])
             if alive < len(others):
                 for daemon in others:

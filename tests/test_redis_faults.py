@@ -261,3 +261,27 @@ def test_ready_without_redis_says_degraded(tmp_path: Path) -> None:
     finally:
         daemon.stop()
         server.close()
+
+
+async def test_an_outage_longer_than_the_ttl_makes_nobody_leave(
+    cluster: Any, redis: RedisServer
+) -> None:
+    """Redis stopped past the presence TTL: when it returns, live daemons' members stay."""
+    a, b = await cluster(2)
+    wa = Listener((await join(a, "alice"))[0])
+    frames: list[Any] = []
+    wb, _ = await join(b, "bob")
+    redis.pause()
+    await asyncio.sleep(4.5)  # past redis_presence_ttl (3 s): every heartbeat lapsed
+    redis.resume()
+    await say_until_stored(wa, "back")
+    await asyncio.sleep(4.0)  # more than a TTL: any expiry would have happened
+    await say_until_stored(wa, "later")
+    while True:
+        frame = json.loads(await asyncio.wait_for(wb.recv(), TIMEOUT))
+        frames.append(frame)
+        if frame.get("text") == "later":
+            break
+    assert not [f for f in frames if f.get("type") == "presence" and f["name"] == "alice"]
+    await wb.close()
+    await wa.close()

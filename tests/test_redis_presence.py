@@ -153,3 +153,20 @@ async def test_a_daemon_that_stops_cleanly_takes_its_members_out_at_once(cluster
     assert joined["you"]["name"] == "amy"
     await again.close()
     await wb.close()
+
+
+async def test_a_daemon_just_reconnected_expires_nobody_for_one_ttl(
+    cluster: Any, redis: Any
+) -> None:
+    """After a reconnect every heartbeat may have lapsed: no member is expired for one TTL."""
+    a, b = await cluster(2)
+    wb, _ = await join(b, "bob")
+    roster = a.server.chat.roster
+    assert roster is not None
+    heartbeat = f"pichat:daemon:{b.server.chat.roster.link.daemon}"  # type: ignore[union-attr]
+    while redis.command("EXISTS", heartbeat) != ":1":  # B's first beat
+        await asyncio.sleep(0.02)
+    assert redis.command("DEL", heartbeat) == ":1"  # as if it lapsed in an outage
+    await roster.beat(True)  # what A does right after it reconnects
+    assert redis.command("HEXISTS", "pichat:room:lobby:online", "bob") == ":1"
+    await wb.close()
