@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from .errors import ProtocolError
 from .protocol import Join, presence_frame, wire_frame
 from .redis_scripts import CLAIM, CONTROL, DAEMONS, REAP, RELEASE, RoomKeys, daemon_key, parse_json
+from .typists import typing_frame
 from .validation import name_key
 
 if TYPE_CHECKING:
@@ -183,6 +184,12 @@ class RedisPresence:
             # The entry stays until the next beat finds it is no member of ours.
             self.link.failed(exc)
 
+    def typing(self, room: str, name: str) -> None:
+        """Relay a typing indicator (throttled by the engine) to the other daemons."""
+        self.history.publish(
+            CONTROL, {"d": self.link.daemon, "t": "typing", "room": room, "n": name}
+        )
+
     def _announce(self, kind: str, room: str, key: str, name: str, avatar: str, mod: bool) -> None:
         payload = {"d": self.link.daemon, "t": kind, "room": room, "key": key}
         self.history.publish(CONTROL, {**payload, "n": name, "a": avatar, "m": mod})
@@ -197,6 +204,12 @@ class RedisPresence:
     def control(self, payload: dict[str, Any]) -> bool:
         """A ``join`` or ``leave`` from another daemon; whether it was one."""
         kind = payload.get("t")
+        if kind == "typing":
+            room_name, name = payload.get("room"), payload.get("n")
+            room = self.chat.rooms.get(room_name) if isinstance(room_name, str) else None
+            if room is not None and isinstance(name, str):
+                self.chat.outbox.broadcast(room.members, typing_frame(name))
+            return True
         if kind not in ("join", "leave"):
             return False
         room, key = payload.get("room"), payload.get("key")

@@ -31,6 +31,9 @@ class Roster(Protocol):
     def left(self, member: Any, room: str, name: str, avatar: str, moderator: bool) -> None:
         """A member of this daemon left: release its name, tell the other daemons."""
 
+    def typing(self, room: str, name: str) -> None:
+        """A member of this daemon is typing (already throttled): tell the other daemons."""
+
     def others(self, room: str) -> list[tuple[str, str, bool]]:
         """``(name, avatar, moderator)`` of the room's members on the other daemons."""
 

@@ -170,3 +170,14 @@ async def test_a_daemon_just_reconnected_expires_nobody_for_one_ttl(
     await roster.beat(True)  # what A does right after it reconnects
     assert redis.command("HEXISTS", "pichat:room:lobby:online", "bob") == ":1"
     await wb.close()
+
+
+async def test_typing_reaches_the_other_daemons(cluster: Any) -> None:
+    """A typing indicator on A is shown to B's members (throttled once, on A)."""
+    a, b = await cluster(2)
+    wa, _ = await join(a, "alice")
+    wb, _ = await join(b, "bob")
+    await wa.send(json.dumps({"type": "typing"}))
+    assert (await recv_type(wb, "typing"))["name"] == "alice"
+    await wa.close()
+    await wb.close()
