@@ -169,6 +169,7 @@ async def test_start_without_redis_is_degraded_then_recovers(
     try:
         daemon = await daemon_factory(cluster_config(server, redis_start_timeout=0.3))
         assert not await healthy(daemon)
+        assert b"pichat_history_up 0.0" in (await raw_get(daemon, "/metrics"))[2]
         ws = Listener(await _open(daemon))
         await ws.ws.send(json.dumps({"type": "join", "name": "early"}))
         await asyncio.sleep(0.5)
