@@ -139,6 +139,10 @@ class ChatServer:
                 )
         if old.state_dir.resolve() != settings.state_dir.resolve():
             logger.warning("state_dir changed: restart pichat to apply it")
+        for key in ("redis_url", "redis_presence_ttl"):
+            if getattr(old, key) != getattr(settings, key):
+                # Not the values: a Redis URL may carry a password.
+                logger.warning("%s changed: restart pichat to apply it", key)
         self.apply(settings)
         await self.load_rooms()
         await self.expire()

@@ -144,3 +144,16 @@ async def test_malformed_payloads_in_redis_are_ignored(cluster: Any, redis: Any)
     assert "redis unavailable" not in a.log() + b.log()
     for ws in (wa, wb):
         await ws.close()
+
+
+async def test_reload_with_another_redis_url_says_restart_without_the_password(
+    daemon_factory: Any, tmp_path: Any
+) -> None:
+    """redis_url is bound at start: a reload logs that it needs a restart, not the URL."""
+    from tests.harness import settings_for
+
+    daemon = await daemon_factory()
+    url = "redis://pichat:s3cret@127.0.0.1:1/0"
+    await daemon.server.reload(settings_for(tmp_path / "s0", {"redis_url": url}))
+    assert "redis_url changed: restart pichat to apply it" in daemon.log()
+    assert "s3cret" not in daemon.log()
