@@ -154,10 +154,6 @@ class RedisPresence:
         if self.chat.moderation.pending.pop(member, None) is None or member.room is None:
             self._spawn(self._unclaim(claim))  # the connection closed meanwhile
             return
-        if member.room.name != room:
-            self._spawn(self._unclaim(claim))  # its room started over meanwhile
-            self.chat.refuse(member, UNREACHABLE)
-            return
         self.claims[member] = claim
         name = json.loads(entry)["n"]
         try:
