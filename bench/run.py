@@ -567,8 +567,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--phases",
-        default="connections,traffic,starts",
-        help="comma-separated subset of connections,traffic,starts (default: all)",
+        default="connections,traffic,starts,cluster",
+        help="comma-separated subset of connections,traffic,starts,cluster (default: all)",
     )
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results")
     return parser.parse_args(argv)
@@ -613,4 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json(args.json, document)
     print(f"\nresults written to {args.json}")
+    if "cluster" in args.phases.split(",") and "pichat" in kinds:
+        from . import cluster  # two daemons sharing one Redis (bench/cluster.py)
+
+        with tempfile.TemporaryDirectory(prefix="pichat-bench-cluster-") as tmp:
+            cluster.report(Path(tmp))
     return 0

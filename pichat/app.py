@@ -142,13 +142,16 @@ class Daemon:
         lock = StateLock(self.settings.state_dir)
         lock.acquire()
         stack.callback(lock.release)
-        store = Store(self.settings.state_dir / HISTORY_FILE)
-        await store.open()
-        stack.push_async_callback(store.close)
-        chat = self.chat = ChatServer(self.settings, store, self.notifier)
-        chat.metrics.watch(store)
-        await chat.load_rooms()
-        await chat.load_bans()
+        if self.settings.redis_url:
+            chat = self.chat = await self._start_cluster(stack)
+        else:
+            store = Store(self.settings.state_dir / HISTORY_FILE)
+            await store.open()
+            stack.push_async_callback(store.close)
+            chat = self.chat = ChatServer(self.settings, store, self.notifier)
+            chat.metrics.watch(store)
+            await chat.load_rooms()
+            await chat.load_bans()
         await chat.expire()
 
         self.servers = await self._listen(chat)
@@ -175,6 +178,28 @@ class Daemon:
             stack.callback(watchdog.stop)
         chat.start_housekeeping()
         stack.push_async_callback(chat.stop_housekeeping)
+        return chat
+
+    async def _start_cluster(self, stack: contextlib.AsyncExitStack) -> ChatServer:
+        """Shared rooms: wait (bounded) for Redis, then load the rooms from it.
+
+        Past ``redis_start_timeout`` the daemon starts degraded rather than not at
+        all: ``say`` answers ``unavailable`` and /healthz says degraded until Redis
+        answers, then the rooms are read again and delivery starts.
+        """
+        from .cluster import Cluster  # redis is imported only when configured
+
+        cluster = Cluster(self.settings)
+        stack.push_async_callback(cluster.close)
+        timeout = self.settings.redis_start_timeout
+        if not await cluster.connect(timeout):
+            logger.warning("redis did not answer within %g s: starting degraded", timeout)
+            self.notifier.status("degraded: waiting for redis")
+        chat = ChatServer(self.settings, cluster.history, self.notifier)
+        cluster.attach(chat.chat)
+        await chat.load_rooms()
+        await cluster.load_moderation()
+        cluster.start()
         return chat
 
     @staticmethod

@@ -44,6 +44,7 @@ from .protocol import (
 from .ratelimit import TokenBucket
 from .retention import Retention
 from .room import Room
+from .roster import Roster
 from .typists import relay_typing
 
 if TYPE_CHECKING:
@@ -143,6 +144,8 @@ class Chat(Generic[M]):
         #: Set at shutdown: leaving members send no presence then.
         self.closing = False
         self.stats = ChatStats()
+        #: The other daemons' members when rooms are shared (:mod:`.roster`); None alone.
+        self.roster: Roster | None = None
 
     # Configuration and rooms.
 
@@ -217,9 +220,12 @@ class Chat(Generic[M]):
         if room is None:
             return
         member.room = None
+        moderator = member in room.moderators
         identity = room.leave(member)
+        if identity is not None and self.roster is not None:
+            self.roster.left(member, room.name, *identity, moderator)
         if identity is not None and not self.closing:
-            count = len(room.members)
+            count = self.headcount(room)
             frame = presence_frame("leave", *identity, count, member.moderator)
             self.outbox.broadcast(room.members, wire_frame(frame))
 
@@ -255,7 +261,19 @@ class Chat(Generic[M]):
         if member.name is not None or member in self.moderation.pending:
             raise ProtocolError("already_joined", "you have already joined")
         self.room_of(member)
-        self.moderation.admit(member, command, self._enter)
+        self.moderation.admit(member, command, self._admitted)
+
+    def _admitted(self, member: M, command: Join, moderator: bool) -> None:
+        """Admitted: with shared rooms the name is claimed cluster-wide first."""
+        if self.roster is not None:
+            self.roster.claim(member, command, moderator, self._enter)
+        else:
+            self._enter(member, command, moderator)
+
+    def headcount(self, room: Room[M]) -> int:
+        """Members online in the room, on every daemon."""
+        roster = self.roster
+        return len(room.members) + (len(roster.others(room.name)) if roster else 0)
 
     def _enter(self, member: M, command: Join, moderator: bool) -> None:
         """The join, once admitted (for a moderator, after the password check)."""
@@ -298,7 +316,7 @@ class Chat(Generic[M]):
             title=member.site.title,
             limits=config.limits,
             history=history,
-            online=room.people(),
+            online=room.people() + (self.roster.others(room.name) if self.roster else []),
             resumed=resumed,
             gap=gap,
             epoch=room.epoch,
@@ -307,7 +325,7 @@ class Chat(Generic[M]):
             state=state,
         )
         self.outbox.send(member, wire_frame(welcome))
-        count = len(room.members)
+        count = self.headcount(room)
         frame = wire_frame(presence_frame("join", name, command.avatar, count, moderator))
         self.outbox.broadcast((other for other in room.members if other is not member), frame)
 

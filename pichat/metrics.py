@@ -181,6 +181,11 @@ class _State(Collector):
             "Clients closed for not answering a ping.",
             value=server.outbox.ping_timeouts,
         )
+        yield GaugeMetricFamily(
+            "pichat_history_up",
+            "1 while the history can be written (SQLite, or Redis when rooms are shared).",
+            value=1 if server.history.healthy else 0,
+        )
         store = self.metrics.store
         yield CounterMetricFamily(
             "pichat_store_failures",

@@ -107,6 +107,8 @@ class Moderation:
         #: Joins waiting for their password check: member -> its join.
         self.pending: dict[Member, Join] = {}
         self.rules: dict[str, RoomRules] = {}
+        #: Called after each action with (room, kind, done): shared rooms publish it.
+        self.on_action: Callable[[Room[Any], str, dict[str, Any]], None] | None = None
 
     def room_rules(self, room: Room[Any]) -> RoomRules:
         """The rules of a room (defaults until a moderator sets some)."""
@@ -181,7 +183,9 @@ class Moderation:
 
     def admit_legacy(self, room: Room[Any], name: str) -> None:
         """``echo-protocol`` cannot authenticate: moderators' and online names are refused."""
-        if self.chat.config.moderators.get(name) is not None or room.taken(name):
+        roster = self.chat.roster
+        elsewhere = roster is not None and roster.online_elsewhere(room.name, name)
+        if self.chat.config.moderators.get(name) is not None or room.taken(name) or elsewhere:
             raise ProtocolError("name_reserved", "this name is reserved or taken")
         if self.bans.name(name_key(name), self.chat.wall_ms()) is not None:
             raise ProtocolError("name_banned", "this name is banned from the chat")
@@ -247,6 +251,8 @@ class Moderation:
             raise ProtocolError("unknown_type", f"unknown action {kind[:40]!r}")
         done: dict[str, Any] = getattr(self, f"_{kind}")(actor, room, frame)
         self.log(actor, room, kind, done)
+        if self.on_action is not None:
+            self.on_action(room, kind, done)
         return done
 
     def announce(self, actor: str, room: Room[Any], text: object) -> dict[str, Any]:
@@ -300,7 +306,19 @@ class Moderation:
         name = validate_name(frame.get("name"), 1024)
         targets = room.named(name)
         if not targets:
-            raise ProtocolError("no_member", f"nobody called {name[:40]!r} is online here")
+            # With shared rooms the person may be on another daemon: the action
+            # is published (on_action) and applied there.
+            roster = self.chat.roster
+            key = name_key(name)
+            elsewhere = [
+                moderator
+                for other, _, moderator in (roster.others(room.name) if roster else [])
+                if name_key(other) == key
+            ]
+            if not elsewhere:
+                raise ProtocolError("no_member", f"nobody called {name[:40]!r} is online here")
+            if any(elsewhere):
+                raise ProtocolError("bad_target", "moderators cannot be kicked, banned or muted")
         if any(target in room.moderators for target in targets):
             raise ProtocolError("bad_target", "moderators cannot be kicked, banned or muted")
         return name, targets

@@ -139,6 +139,10 @@ class ChatServer:
                 )
         if old.state_dir.resolve() != settings.state_dir.resolve():
             logger.warning("state_dir changed: restart pichat to apply it")
+        for key in ("redis_url", "redis_presence_ttl"):
+            if getattr(old, key) != getattr(settings, key):
+                # Not the values: a Redis URL may carry a password.
+                logger.warning("%s changed: restart pichat to apply it", key)
         self.apply(settings)
         await self.load_rooms()
         await self.expire()
@@ -331,9 +335,11 @@ class ChatServer:
     def status_line(self) -> str:
         """The one-line status for ``systemctl status``."""
         joined = sum(self.chat.online().values())
-        return (
+        line = (
             f"{len(self.outbox.clients)} connections, {joined} online, {len(self.chat.rooms)} rooms"
         )
+        # A daemon that started without its Redis says so in systemctl status too.
+        return line if self.history.healthy else line + ", degraded (history unavailable)"
 
     def start_housekeeping(self) -> None:
         """Start the keepalive sweep and periodic retention."""

@@ -55,3 +55,5 @@ def relay_typing(chat: Chat[Any], member: Member) -> None:
     member.typed_at = now
     audience = room.audiences.get(member.dialect, {})
     chat.outbox.broadcast((other for other in audience if other is not member), typing_frame(name))
+    if chat.roster is not None:
+        chat.roster.typing(room.name, name)  # the other daemons' members too

@@ -62,6 +62,7 @@ async def test_metrics_count_messages_not_deliveries(daemon_factory: Any) -> Non
     assert value(samples, "pichat_errors_total", code="bad_json") == 1
     assert value(samples, "pichat_store_commit_seconds_count") >= 1
     assert value(samples, "pichat_store_failures_total") == 0
+    assert value(samples, "pichat_history_up") == 1
     assert value(samples, "process_open_fds") > 0  # the library's process metrics
     await alice.close()
     await legacy.close()
