@@ -387,6 +387,11 @@ export class LogView {
   }
 }
 
+/** Whether two entries of the online list show the same. */
+function samePerson(a, b) {
+  return a.name === b.name && (a.avatar ?? "") === (b.avatar ?? "") && !a.moderator === !b.moderator;
+}
+
 /**
  * The list of people online, with its count. The server lists at most a hundred in a
  * `welcome` (the count is always exact); the others come from presence frames or, when
@@ -424,9 +429,19 @@ export class OnlineView {
 
   /** A presence frame: names that left go first, then who joined; one render. */
   update(joined, left, total) {
-    for (const name of left) this.people.delete(String(name).toLowerCase());
-    for (const person of joined) this.people.set(String(person.name).toLowerCase(), person);
-    this.render(total);
+    let changed = Number.isSafeInteger(total) && total !== this.total;
+    for (const name of left) changed = this.people.delete(String(name).toLowerCase()) || changed;
+    for (const person of joined) {
+      const key = String(person.name).toLowerCase();
+      const known = this.people.get(key);
+      // Your own join, and those your welcome listed, come back in the next frame:
+      // re-rendering for them would close a menu the reader just opened.
+      if (!known || !samePerson(known, person)) {
+        this.people.set(key, person);
+        changed = true;
+      }
+    }
+    if (changed) this.render(total);
   }
 
   join(person, total) {
