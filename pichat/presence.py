@@ -6,7 +6,9 @@ one presence frame per join sent to every member, ``n`` people rejoining cost
 to refill. Here each join or leave only marks its room; a short tick later one
 frame tells every member all the joins and leaves since the last one, with the
 count, so a tick costs one encoding and one delivery per member whatever the
-number of joins in it.
+number of joins in it. The tick grows with the room (:func:`tick_for`), so
+presence costs at most about :data:`PRESENCE_BUDGET` deliveries a second however
+many are online.
 
 The frame lists ``left`` (every name someone left under during the tick) and
 ``joined`` (whoever joined during the tick and is still online), and the client
@@ -32,11 +34,18 @@ from .protocol import online_frame, presence_frame, wire_frame
 if TYPE_CHECKING:
     from .room import Room
 
-__all__ = ["PRESENCE_TICK", "Presence", "Schedule", "parse_online"]
+__all__ = ["PRESENCE_TICK", "Presence", "Schedule", "parse_online", "tick_for"]
 
-#: Seconds between two presence frames of a room at most: short enough to feel
+#: Seconds between two presence frames in a small room: short enough to feel
 #: instant, long enough that a reconnect storm shares each frame among many joins.
 PRESENCE_TICK = 0.05
+#: The longest tick, for the largest rooms.
+PRESENCE_TICK_MAX = 1.0
+#: Presence deliveries per second the tick aims at, at most, whatever the room's
+#: size: a tick costs one write per member, so the tick grows with the room
+#: (1000 online: 0.2 s, 5000: 1 s). A page of 5000 shows joins a second late at
+#: worst; the cost of presence stays flat instead of growing with the room.
+PRESENCE_BUDGET = 5000
 
 M = TypeVar("M", bound=Member)
 
@@ -80,14 +89,14 @@ class Presence(Generic[M]):
     def joined(self, room: Room[M], member: M) -> None:
         """``member`` is now online in ``room`` (its welcome is sent)."""
         self._of(room).joined[member] = None
-        self._arm()
+        self._arm(room)
 
     def left(self, room: Room[M], member: M, name: str) -> None:
         """``member``, online under ``name``, left ``room``."""
         pending = self._of(room)
         pending.joined.pop(member, None)
         pending.left[name] = None
-        self._arm()
+        self._arm(room)
 
     def flush(self) -> None:
         """Send each room's frame now: the tick."""
@@ -123,11 +132,16 @@ class Presence(Generic[M]):
             pending = self._pending[room] = _Pending()
         return pending
 
-    def _arm(self) -> None:
+    def _arm(self, room: Room[M]) -> None:
         if self.schedule is None:
             self.flush()
         elif self._handle is None:
-            self._handle = self.schedule(PRESENCE_TICK, self.flush)
+            self._handle = self.schedule(tick_for(len(room.members)), self.flush)
+
+
+def tick_for(online: int) -> float:
+    """The presence tick of a room with ``online`` members (see :data:`PRESENCE_BUDGET`)."""
+    return min(PRESENCE_TICK_MAX, max(PRESENCE_TICK, online / PRESENCE_BUDGET))
 
 
 def parse_online(frame: dict[str, Any]) -> int:

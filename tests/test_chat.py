@@ -19,6 +19,7 @@ from pichat.chat import V1, Chat, ChatConfig, Dialect, Member
 from pichat.history import Deletion, Entry, HistoryListener, Loaded, LogEntry
 from pichat.legacy import LEGACY
 from pichat.password_guard import Verifier, verify_now
+from pichat.presence import tick_for
 from pichat.protocol import Frame, Limits, Message
 from pichat.retention import Cut, Retention
 from pichat.room import Room
@@ -1123,3 +1124,17 @@ def test_legacy_binary_frame_is_refused() -> None:
     legacy = h.connect(LEGACY)
     h.chat.received(legacy, b"{}")
     assert h.outbox.last(legacy)["code"] == "binary_frame"
+
+
+def test_the_presence_tick_grows_with_the_room() -> None:
+    """50 ms in a small room, longer in a big one (one write per member per tick), 1 s at most."""
+    h = Harness()
+    h.join("first")
+    assert h.ticker.armed[0][0] == pytest.approx(0.05)
+    h.tick()
+    for number in range(2000):
+        h.join(f"p{number}")
+    h.tick()
+    h.join("late")
+    assert h.ticker.armed[0][0] == pytest.approx(2002 / 5000)
+    assert tick_for(10**6) == 1.0
