@@ -711,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         log("pichat.cli is not there yet: measuring the naive server only")
         kinds.remove("pichat")
     pinned = pin()
-    raise_file_limit(max(plan.many_clients, plan.growth_clients) * 2 + 1000)
+    raise_file_limit(max(plan.many_clients, plan.growth_clients) + 1000)
     began = datetime.datetime.now(datetime.UTC)
     with tempfile.TemporaryDirectory(prefix="pichat-bench-") as tmp:
         results = asyncio.run(run(plan, kinds, Path(tmp), set(args.phases.split(","))))

@@ -12,7 +12,6 @@ message; a power cut may lose the last commits, never corrupt the file.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import secrets
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from .dbthread import DatabaseThread
 from .history import Deletion, Entry, HistoryListener, Loaded
 from .moderation_tables import ModerationTables
 from .protocol import Message
@@ -63,9 +63,7 @@ class Store(ModerationTables):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="pichat-store"
-        )
+        self._thread = DatabaseThread("pichat-store")
         self._db: sqlite3.Connection | None = None
         self._pending: list[Entry] = []
         # Deletions and ban writes, applied before the next batch of messages.
@@ -82,7 +80,7 @@ class Store(ModerationTables):
         self.commit_observer: Callable[[float], None] | None = None
 
     async def _call(self, function: Callable[[], _T]) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+        return await self._thread.call(function)
 
     @property
     def healthy(self) -> bool:
@@ -348,4 +346,4 @@ class Store(ModerationTables):
             db = self._db
             await self._call(db.close)
             self._db = None
-        self._executor.shutdown(wait=True)
+        self._thread.stop()
