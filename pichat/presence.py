@@ -43,9 +43,9 @@ PRESENCE_TICK = 0.05
 PRESENCE_TICK_MAX = 1.0
 #: Presence deliveries per second the tick aims at, at most, whatever the room's
 #: size: a tick costs one write per member, so the tick grows with the room
-#: (1000 online: 0.2 s, 5000: 1 s). A page of 5000 shows joins a second late at
+#: (1000 online: 0.4 s, 2500 and more: 1 s). A page of 5000 shows joins a second late at
 #: worst; the cost of presence stays flat instead of growing with the room.
-PRESENCE_BUDGET = 5000
+PRESENCE_BUDGET = 2500
 
 M = TypeVar("M", bound=Member)
 
