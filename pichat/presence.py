@@ -83,6 +83,8 @@ class Presence(Generic[M]):
         self.schedule = schedule
         self._pending: dict[Room[M], _Pending[M]] = {}
         self._handle: Cancellable | None = None
+        #: Set by :meth:`cancel` (shutdown): nothing is told or scheduled any more.
+        self.stopped = False
         #: Presence frames sent (one per room per tick with events), for monitoring.
         self.frames = 0
 
@@ -115,7 +117,8 @@ class Presence(Generic[M]):
             self.outbox.broadcast(members, frame)
 
     def cancel(self) -> None:
-        """Forget what is pending and stop the tick (shutdown: nobody is told)."""
+        """Forget what is pending and stop the tick for good (shutdown: nobody is told)."""
+        self.stopped = True
         self._pending.clear()
         if self._handle is not None:
             self._handle.cancel()
@@ -133,6 +136,10 @@ class Presence(Generic[M]):
         return pending
 
     def _arm(self, room: Room[M]) -> None:
+        if self.stopped:
+            # A join in the last moments of a shutdown: no timer may outlive it.
+            self._pending.clear()
+            return
         if self.schedule is None:
             self.flush()
         elif self._handle is None:

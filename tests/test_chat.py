@@ -457,6 +457,8 @@ def test_shutdown_cancels_pending_presence() -> None:
     assert h.ticker.armed == []
     h.chat.closed(bob)
     assert h.ticker.armed == []
+    h.join("late")  # still admitted while connections drain, but no tick is armed
+    assert h.ticker.armed == []
 
 
 def test_taken_names_get_a_suffix() -> None:
