@@ -77,7 +77,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check pichat tests bench tools
 	$(BIN)/mypy pichat
 
-## make bench: pichat against a naive broadcaster on loopback; prints a table,
+## make bench: pichat against a naive broadcaster and a Node.js ws room; prints a table,
 ## writes bench/results/latest.json.
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench

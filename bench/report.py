@@ -1,8 +1,9 @@
 """The benchmark's figures: one row per metric, printed as a table and saved as JSON.
 
-Absolute figures drift on shared machines, so every row carries the naive
-broadcaster's figure from the same run and the pichat/naive ratio; the targets are
-stated against whichever of the two the issue names.
+Absolute figures drift on shared machines, so every row carries the two peers'
+figures from the same run (the naive python-websockets broadcaster and the Node.js
+``ws`` room) and pichat's ratio to each; the targets are stated against whichever
+the issue names.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ class Metric:
     unit: str
     pichat: float | None = None
     naive: float | None = None
+    node: float | None = None
     target: str = ""
-    #: Whether pichat meets the target, given (pichat, naive).
-    check: Callable[[float, float | None], bool] | None = field(default=None, repr=False)
+    #: Whether pichat meets the target, given (pichat, naive, node).
+    check: Callable[[float, float | None, float | None], bool] | None = field(
+        default=None, repr=False
+    )
     #: Decimal places when printed.
     digits: int = 1
 
@@ -39,11 +43,21 @@ class Metric:
         return self.pichat / self.naive
 
     @property
+    def node_ratio(self) -> float | None:
+        """pichat / node, when both figures exist and node is not zero."""
+        if self.pichat is None or self.node is None or self.node == 0:
+            return None
+        return self.pichat / self.node
+
+    @property
     def met(self) -> bool | None:
         """Whether the target is met (None without a target or a figure)."""
         if self.check is None or self.pichat is None or math.isnan(self.pichat):
             return None
-        return self.check(self.pichat, self.naive)
+        try:
+            return self.check(self.pichat, self.naive, self.node)
+        except TypeError:  # a peer's figure is missing
+            return None
 
     def as_dict(self) -> dict[str, object]:
         """The row for the JSON file."""
@@ -53,7 +67,9 @@ class Metric:
             "unit": self.unit,
             "pichat": self.pichat,
             "naive": self.naive,
+            "node": self.node,
             "ratio": self.ratio,
+            "node_ratio": self.node_ratio,
             "target": self.target or None,
             "met": self.met,
         }
@@ -69,20 +85,25 @@ def _number(value: float | None, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}x"
+
+
 def render(metrics: list[Metric]) -> str:
-    """A plain-text table: metric | pichat | naive | ratio | target | met."""
-    header = ("metric", "pichat", "naive", "ratio", "target", "met")
+    """A plain-text table: metric | pichat | naive | node | ratios | target | met."""
+    header = ("metric", "pichat", "naive", "node ws", "/naive", "/node", "target", "met")
     rows = [header]
     for metric in metrics:
         label = f"{metric.label} ({metric.unit})" if metric.unit else metric.label
-        ratio = metric.ratio
         met = {None: "", True: "yes", False: "NO"}[metric.met]
         rows.append(
             (
                 label,
                 _number(metric.pichat, metric.digits),
                 _number(metric.naive, metric.digits),
-                "-" if ratio is None else f"{ratio:.2f}x",
+                _number(metric.node, metric.digits),
+                _ratio(metric.ratio),
+                _ratio(metric.node_ratio),
                 metric.target or "-",
                 met,
             )
@@ -91,8 +112,8 @@ def render(metrics: list[Metric]) -> str:
     lines = []
     for number, row in enumerate(rows):
         cells = [row[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(row[1:4], widths[1:4], strict=True)]
-        cells += [row[4].ljust(widths[4]), row[5]]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:6], widths[1:6], strict=True)]
+        cells += [row[6].ljust(widths[6]), row[7]]
         lines.append(" | ".join(cells).rstrip())
         if number == 0:
             lines.append("-+-".join("-" * width for width in widths))

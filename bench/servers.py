@@ -26,9 +26,12 @@ from typing import Literal
 
 from .proc import usage
 
-__all__ = ["Kind", "Server", "ServerDied", "start", "stop"]
+__all__ = ["NODE_DIR", "Kind", "Server", "ServerDied", "prepare_node", "start", "stop"]
 
-Kind = Literal["pichat", "naive"]
+Kind = Literal["pichat", "naive", "node"]
+
+#: The Node.js ``ws`` peer: its script, package.json and package-lock.json.
+NODE_DIR = Path(__file__).resolve().parent / "node"
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 #: How long a server may take to come up before the benchmark gives up.
@@ -112,6 +115,8 @@ def command(kind: Kind, workdir: Path, port: int) -> list[str]:
         else:
             argv = [sys.executable, "-c", "from pichat.cli import main; main()"]
         argv += ["serve", "--config", str(pichat_config(workdir, port))]
+    elif kind == "node":
+        argv = [shutil.which("node") or "node", str(NODE_DIR / "server.js"), str(port)]
     else:
         argv = [sys.executable, "-m", "bench.naive", str(port)]
     taskset = shutil.which("taskset")
@@ -183,6 +188,30 @@ async def start(kind: Kind, workdir: Path) -> Server:
         await stop(server)
         raise
     return server
+
+
+def prepare_node() -> str | None:
+    """Install the Node peer's locked dependencies (``npm ci``) when not there yet.
+
+    Returns:
+        why the Node peer cannot run (no node, no npm, ``npm ci`` failed), or None.
+    """
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return "node or npm is not installed"
+    if (NODE_DIR / "node_modules" / "ws" / "package.json").exists():
+        return None
+    done = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        return f"npm ci failed: {done.stderr.strip()[-300:]}"
+    return None
 
 
 def _die_with_parent() -> None:

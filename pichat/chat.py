@@ -13,95 +13,42 @@ engine dispatches to the member's dialect and never asks which one it is.
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from .chatconfig import ChatConfig, ChatStats
 from .history import Entry, History
 from .member import Dialect, Member, Outbox
-from .moderation import MODERATION_TYPES, Moderation, Moderators
+from .moderation import MODERATION_TYPES, Moderation
 from .password_guard import Verifier, verify_now
-from .passwords import parse_hash
+from .presence import Presence, Schedule, parse_online
 from .protocol import (
     SUBPROTOCOL,
     Frame,
     HistoryRequest,
     Join,
-    Limits,
     Message,
     ProtocolError,
     error_frame,
     history_frame,
     load_object,
     parse_object,
-    presence_frame,
+    people_json,
     welcome_frame,
     wire_frame,
 )
 from .ratelimit import TokenBucket
-from .retention import Retention
-from .room import Room
+from .room import LISTED, Room
 from .roster import Roster
 from .typists import relay_typing
-
-if TYPE_CHECKING:
-    from .settings import Settings
 
 __all__ = ["V1", "Chat", "ChatConfig", "ChatStats", "Dialect", "Member", "Outbox", "PichatV1"]
 
 logger = logging.getLogger(__name__)
 
 UNAVAILABLE = ProtocolError("unavailable", "the message could not be stored; try again")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ChatConfig:
-    """What the engine needs from the configuration."""
-
-    limits: Limits = Limits()
-    retention: Retention = Retention()
-    #: Messages a fresh join gets, and the most one page of a resume carries.
-    replay: int = 100
-    #: Bytes of messages one welcome or history page carries at most.
-    replay_bytes: int = 256 * 1024
-    moderators: Moderators = dataclasses.field(default_factory=Moderators)
-    #: Messages all connections of one client address may send per rate window.
-    rate_per_address: int = 30
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ChatConfig:
-        """The engine's part of the settings."""
-        return cls(
-            limits=Limits(
-                text=settings.max_message_length,
-                name=settings.max_name_length,
-                rate_messages=settings.rate_messages,
-                rate_window=settings.rate_window,
-            ),
-            retention=Retention(settings.history_max_messages, settings.history_max_age_days),
-            replay=settings.history_replay,
-            replay_bytes=settings.history_replay_bytes,
-            # Never below one connection's own rate: one person, one connection.
-            rate_per_address=max(settings.rate_messages_per_ip, settings.rate_messages),
-            moderators=Moderators.of(
-                (m.name, parse_hash(m.password_hash)) for m in settings.moderators
-            ),
-        )
-
-
-@dataclasses.dataclass(slots=True)
-class ChatStats:
-    """What the engine counts for monitoring: once per message or event, never per delivery."""
-
-    #: Messages committed, per room.
-    messages: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    #: Error frames sent, per code.
-    errors: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    #: Joins with a cursor, per outcome: ``resumed``, ``gap``, ``epoch_change``.
-    resumes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
 
 M = TypeVar("M", bound=Member)
@@ -118,6 +65,8 @@ class Chat(Generic[M]):
         wall_ms: the date of a new message, epoch milliseconds.
         verifier: checks a moderator's password (scrypt); the daemon's runs in a
             thread and answers later.
+        schedule: arms the presence tick (:mod:`.presence`); without one each
+            join and leave is told at once.
     """
 
     def __init__(
@@ -129,6 +78,7 @@ class Chat(Generic[M]):
         monotonic: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         verifier: Verifier = verify_now,
+        schedule: Schedule | None = None,
     ) -> None:
         self.outbox = outbox
         self.history = history
@@ -146,6 +96,7 @@ class Chat(Generic[M]):
         self.stats = ChatStats()
         #: The other daemons' members when rooms are shared (:mod:`.roster`); None alone.
         self.roster: Roster | None = None
+        self.presence: Presence[M] = Presence(outbox, schedule, self.headcount, self.people_page)
 
     # Configuration and rooms.
 
@@ -225,9 +176,7 @@ class Chat(Generic[M]):
         if identity is not None and self.roster is not None:
             self.roster.left(member, room.name, *identity, moderator)
         if identity is not None and not self.closing:
-            count = self.headcount(room)
-            frame = presence_frame("leave", *identity, count, member.moderator)
-            self.outbox.broadcast(room.members, wire_frame(frame))
+            self.presence.left(room, member, identity[0])
 
     def remove(self, member: M, code: int, reason: str) -> None:
         """Put a connection out (kick, ban): out of its room now, then closed.
@@ -275,6 +224,18 @@ class Chat(Generic[M]):
         roster = self.roster
         return len(room.members) + (len(roster.others(room.name)) if roster else 0)
 
+    def people_page(self, room: Room[M], after: int) -> list[tuple[str, str, bool]]:
+        """At most :data:`~.room.LISTED` people online after the first ``after``.
+
+        Alone, the room's join order; with shared rooms, this daemon's members
+        first, then the other daemons' (each daemon lists its own first, so two
+        pages may order the room differently; the count is the same everywhere).
+        """
+        if self.roster is None:
+            return room.people_page(after)
+        everyone = room.people() + self.roster.others(room.name)
+        return everyone[after : after + LISTED]
+
     def _enter(self, member: M, command: Join, moderator: bool) -> None:
         """The join, once admitted (for a moderator, after the password check)."""
         room = self.room_of(member)
@@ -316,7 +277,11 @@ class Chat(Generic[M]):
             title=member.site.title,
             limits=config.limits,
             history=history,
-            online=room.people() + (self.roster.others(room.name) if self.roster else []),
+            online=room.listing()
+            if self.roster is None
+            else people_json(self.people_page(room, 0)),
+            count=self.headcount(room),
+            online_more=self.headcount(room) > LISTED,
             resumed=resumed,
             gap=gap,
             epoch=room.epoch,
@@ -325,9 +290,7 @@ class Chat(Generic[M]):
             state=state,
         )
         self.outbox.send(member, wire_frame(welcome))
-        count = self.headcount(room)
-        frame = wire_frame(presence_frame("join", name, command.avatar, count, moderator))
-        self.outbox.broadcast((other for other in room.members if other is not member), frame)
+        self.presence.joined(room, member)
 
     def page(self, member: M, after: int) -> None:
         """The next page of a long resume."""
@@ -420,7 +383,7 @@ class PichatV1:
         """Nothing until the client joins."""
 
     def received(self, chat: Chat[Any], member: Any, text: str) -> None:
-        """``join``, ``say``, ``history``, ``typing``; moderator frames go to :mod:`.moderation`."""
+        """``join``, ``say``, ``history``, ``typing``, ``online``; moderation frames elsewhere."""
         frame = load_object(text)
         kind = frame.get("type")
         if kind in MODERATION_TYPES:
@@ -428,6 +391,12 @@ class PichatV1:
             return
         if kind == "typing":
             relay_typing(chat, member)
+            return
+        if kind == "online":
+            after = parse_online(frame)
+            if member.name is None:
+                raise ProtocolError("not_joined", "join before you ask who is online")
+            chat.presence.page(chat.room_of(member), member, after)
             return
         command = parse_object(frame, chat.config.limits)
         if isinstance(command, Join):

@@ -9,35 +9,26 @@ happens, once per transaction, from the store's own thread.
 
 Each daemon has its own registry (not prometheus_client's global one), so two
 daemons in one test process do not share counters.
+
+prometheus_client is imported on the first scrape (:mod:`.metrics_export`), not
+at start: it is a sixth of an idle daemon's memory, and most Pis are never
+scraped. Until then the commit times are counted here in plain buckets.
 """
 
 from __future__ import annotations
 
-import collections
+import bisect
 import ipaddress
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
-    CollectorRegistry,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
-from . import __version__
-
 if TYPE_CHECKING:
+    from .metrics_export import Exporter
     from .server import ChatServer
     from .store import Store
 
 __all__ = [
-    "CONTENT_TYPE",
     "REFUSAL_REASONS",
     "RESUME_OUTCOMES",
     "Metrics",
@@ -45,8 +36,6 @@ __all__ = [
     "parse_networks",
 ]
 
-#: What ``/metrics`` answers with (the library's text format).
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 #: ``pichat_handshakes_refused_total{reason}``: each is reported, 0 until it happens.
 REFUSAL_REASONS = ("host", "origin", "total", "address", "bad_request")
 #: ``pichat_resumes_total{outcome}``.
@@ -82,19 +71,14 @@ class Metrics:
     """
 
     def __init__(self, server: ChatServer, allowed: Iterable[str]) -> None:
+        self.server = server
         self.store: Store | None = None
         self.allowed = parse_networks(allowed)
-        self.registry = CollectorRegistry(auto_describe=True)
-        # The library's process metrics, as its default registry has them.
-        for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-            self.registry.register(standard)
-        self.registry.register(_State(server, self))
-        self.commit_seconds = Histogram(
-            "pichat_store_commit_seconds",
-            "Time of one history write transaction (a group of messages).",
-            buckets=COMMIT_BUCKETS,
-            registry=self.registry,
-        )
+        #: Commit times so far: a count per bucket of COMMIT_BUCKETS (and +Inf), the sum.
+        self.commit_buckets = [0] * (len(COMMIT_BUCKETS) + 1)
+        self.commit_sum = 0.0
+        self._lock = threading.Lock()  # observed from the store's thread
+        self._exporter: Exporter | None = None
 
     def configure(self, allowed: Iterable[str]) -> None:
         """Take a new ``metrics_allowed`` (at reload)."""
@@ -103,105 +87,34 @@ class Metrics:
     def watch(self, store: Store) -> None:
         """Report this store's commit times and failures."""
         self.store = store
-        store.commit_observer = self.commit_seconds.observe
+        store.commit_observer = self.observe_commit
+
+    def observe_commit(self, seconds: float) -> None:
+        """One write transaction took ``seconds`` (called from the store's thread)."""
+        index = bisect.bisect_left(COMMIT_BUCKETS, seconds)
+        with self._lock:
+            self.commit_buckets[index] += 1
+            self.commit_sum += seconds
+
+    def commits(self) -> tuple[list[int], float]:
+        """The commit buckets and sum, read together."""
+        with self._lock:
+            return list(self.commit_buckets), self.commit_sum
 
     def allows(self, address: str) -> bool:
         """Whether a client at ``address`` (as websockets reports it) may scrape."""
         return address_allowed(address, self.allowed)
 
     def render(self) -> bytes:
-        """The text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The text exposition of every metric (prometheus_client loads on the first)."""
+        if self._exporter is None:
+            from .metrics_export import Exporter
 
+            self._exporter = Exporter(self.server, self)
+        return self._exporter.render()
 
-class _State(Collector):
-    """Reads the daemon's counts and gauges at scrape time."""
-
-    def __init__(self, server: ChatServer, metrics: Metrics) -> None:
-        self.server = server
-        self.metrics = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        server = self.server
-        chat = server.chat
-        stats = chat.stats
-        info = GaugeMetricFamily("pichat_build_info", "pichat's version.", labels=["version"])
-        info.add_metric([__version__], 1)
-        yield info
-
-        by_protocol = collections.Counter(
-            client.dialect.subprotocol for client in server.outbox.clients
-        )
-        connections = GaugeMetricFamily(
-            "pichat_connections", "Open WebSocket connections.", labels=["subprotocol"]
-        )
-        for subprotocol in sorted(set(by_protocol) | {"pichat.v1", "echo-protocol"}):
-            connections.add_metric([subprotocol], by_protocol[subprotocol])
-        yield connections
-
-        online = GaugeMetricFamily("pichat_online", "Members joined, per room.", labels=["room"])
-        history = GaugeMetricFamily(
-            "pichat_history_messages", "Messages retained, per room.", labels=["room"]
-        )
-        messages = CounterMetricFamily(
-            "pichat_messages", "Messages stored since start, per room.", labels=["room"]
-        )
-        for name, room in sorted(chat.rooms.items()):
-            online.add_metric([name], len(room.members))
-            history.add_metric([name], len(room.history))
-            messages.add_metric([name], stats.messages[name])
-        yield online
-        yield history
-        yield messages
-
-        yield _counter(
-            "pichat_errors", "Error frames sent to clients, by code.", "code", stats.errors
-        )
-        yield _counter(
-            "pichat_handshakes_refused",
-            "WebSocket handshakes refused, by reason.",
-            "reason",
-            server.refused,
-            REFUSAL_REASONS,
-        )
-        yield _counter(
-            "pichat_resumes",
-            "Joins that resumed from a cursor, by outcome.",
-            "outcome",
-            stats.resumes,
-            RESUME_OUTCOMES,
-        )
-        yield CounterMetricFamily(
-            "pichat_slow_clients_dropped",
-            "Clients dropped for not reading (send queue full).",
-            value=server.outbox.slow_dropped,
-        )
-        yield CounterMetricFamily(
-            "pichat_ping_timeouts",
-            "Clients closed for not answering a ping.",
-            value=server.outbox.ping_timeouts,
-        )
-        yield GaugeMetricFamily(
-            "pichat_history_up",
-            "1 while the history can be written (SQLite, or Redis when rooms are shared).",
-            value=1 if server.history.healthy else 0,
-        )
-        store = self.metrics.store
-        yield CounterMetricFamily(
-            "pichat_store_failures",
-            "History write transactions that failed (disk full, database gone).",
-            value=store.failures if store is not None else 0,
-        )
-
-
-def _counter(
-    name: str,
-    documentation: str,
-    label: str,
-    counts: collections.Counter[str],
-    always: Iterable[str] = (),
-) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, documentation, labels=[label])
-    for key in sorted(set(counts) | set(always)):
-        family.add_metric([key], counts[key])
-    return family
+    @property
+    def content_type(self) -> str:
+        """What the rendered text is (the library's ``CONTENT_TYPE_LATEST``), after render."""
+        assert self._exporter is not None, "render first"
+        return self._exporter.content_type

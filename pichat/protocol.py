@@ -29,8 +29,10 @@ __all__ = [
     "format_date",
     "history_frame",
     "load_object",
+    "online_frame",
     "parse_frame",
     "parse_object",
+    "people_json",
     "presence_frame",
     "validate_avatar",
     "validate_name",
@@ -272,7 +274,9 @@ def welcome_frame(
     title: str,
     limits: Limits,
     history: Sequence[Message],
-    online: Iterable[tuple[str, str] | tuple[str, str, bool]],
+    online: bytes,
+    count: int,
+    online_more: bool,
     resumed: bool,
     gap: bool,
     epoch: str,
@@ -282,9 +286,11 @@ def welcome_frame(
 ) -> bytes:
     """The answer to ``join``.
 
-    The history is spliced in from each message's cached encoding: after a
+    The history is spliced in from each message's cached encoding, and the
+    online list from the room's cached listing (:func:`people_json`): after a
     restart a thousand clients rejoin at once, and re-encoding the same hundred
-    messages for each of them would dominate the reconnect storm.
+    messages and the same hundred people for each of them would dominate the
+    reconnect storm.
     """
     head = dumps(
         {
@@ -293,7 +299,8 @@ def welcome_frame(
             "room": room,
             "title": title,
             "limits": limits.as_dict(),
-            "online": [person(*entry) for entry in online],
+            "count": count,
+            "online_more": online_more,
             "resumed": resumed,
             "gap": gap,
             "epoch": epoch,
@@ -301,7 +308,13 @@ def welcome_frame(
             **(state or {}),
         }
     )
-    return head[:-1] + b',"history":[' + b",".join(m.v1_json() for m in history) + b"]}"
+    history_json = b",".join(m.v1_json() for m in history)
+    return head[:-1] + b',"online":' + online + b',"history":[' + history_json + b"]}"
+
+
+def people_json(people: Iterable[tuple[str, str, bool]]) -> bytes:
+    """The JSON array of ``people`` as frames show them (see :func:`person`)."""
+    return dumps([person(*entry) for entry in people])
 
 
 def history_frame(after: int, messages: Sequence[Message], more: bool, gap: bool) -> bytes:
@@ -311,12 +324,35 @@ def history_frame(after: int, messages: Sequence[Message], more: bool, gap: bool
 
 
 def presence_frame(
-    event: str, name: str, avatar: str, count: int, moderator: bool = False
+    joined: Iterable[tuple[str, str, bool]], left: Iterable[str], count: int
 ) -> bytes:
-    """Someone joined or left; ``count`` is the number online after the event."""
-    frame = {"type": "presence", "event": event, **person(name, avatar, moderator)}
-    frame["count"] = count
-    return dumps(frame)
+    """Who joined and whose name left since the last presence frame, and the count now.
+
+    One frame carries every join and leave of a tick (see :mod:`.presence`);
+    a client applies ``left`` first, then ``joined``.
+    """
+    return dumps(
+        {
+            "type": "presence",
+            "joined": [person(*entry) for entry in joined],
+            "left": list(left),
+            "count": count,
+        }
+    )
+
+
+def online_frame(after: int, people: Iterable[tuple[str, str, bool]], count: int) -> bytes:
+    """One page of the online list: the people after the first ``after`` (join order)."""
+    listed = [person(*entry) for entry in people]
+    return dumps(
+        {
+            "type": "online",
+            "after": after,
+            "online": listed,
+            "count": count,
+            "more": after + len(listed) < count,
+        }
+    )
 
 
 def error_frame(error: ProtocolError) -> bytes:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from .errors import ProtocolError
-from .protocol import Join, presence_frame, wire_frame
+from .protocol import Join
 from .redis_scripts import CLAIM, CONTROL, DAEMONS, REAP, RELEASE, RoomKeys, daemon_key, parse_json
 from .typists import typing_frame
 from .validation import name_key
@@ -232,9 +232,10 @@ class RedisPresence:
 
     def _tell(self, room_name: str, kind: str, person: Person) -> None:
         room = self.chat.rooms[room_name]
-        name, avatar, moderator = person
-        frame = presence_frame(kind, name, avatar, self.chat.headcount(room), moderator)
-        self.chat.outbox.broadcast(room.members, wire_frame(frame))
+        if kind == "join":
+            self.chat.presence.guest_joined(room, person)
+        else:
+            self.chat.presence.guest_left(room, person[0])
 
     def room_reset(self, room: str) -> None:
         """A room started over: its remote members are read again at the next beat."""

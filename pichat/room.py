@@ -12,11 +12,14 @@ import itertools
 from collections.abc import Hashable, Iterable
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from .protocol import Message
+from .protocol import Message, people_json
 from .retention import Cut
 from .validation import name_key
 
-__all__ = ["Page", "Room"]
+__all__ = ["LISTED", "Page", "Room"]
+
+#: The most people a ``welcome`` or an ``online`` page lists (the count is always exact).
+LISTED = 100
 
 M = TypeVar("M", bound=Hashable)
 
@@ -67,6 +70,9 @@ class Room(Generic[M]):
         self.moderators: set[M] = set()
         # The name keys (validation.name_key) of everyone online.
         self._taken: set[str] = set()
+        # The encoded first LISTED people (people_json), shared by every welcome
+        # until the membership it shows changes.
+        self._listing: bytes | None = None
 
     # Membership.
 
@@ -95,6 +101,8 @@ class Room(Generic[M]):
         self._taken.add(name_key(assigned))
         if moderator:
             self.moderators.add(member)
+        if len(self.members) <= LISTED:
+            self._listing = None  # the newcomer is among the first LISTED
         return assigned
 
     def taken(self, name: str) -> bool:
@@ -117,6 +125,8 @@ class Room(Generic[M]):
         identity = self.members.pop(member, None)
         if identity is not None:
             self._taken.discard(name_key(identity[0]))
+            # Whether it was among the first LISTED would cost a scan to know.
+            self._listing = None
         self.moderators.discard(member)
         return identity
 
@@ -128,6 +138,22 @@ class Room(Generic[M]):
         """``(name, avatar, moderator)`` of everyone online, in join order."""
         moderators = self.moderators
         return [(n, a, member in moderators) for member, (n, a) in self.members.items()]
+
+    def listing(self) -> bytes:
+        """The first :data:`LISTED` people online (join order), encoded: the welcome's list.
+
+        Joins past the first hundred append to the end of the join order, so in a
+        reconnect storm this is built once and shared by every welcome after it.
+        """
+        if self._listing is None:
+            self._listing = people_json(self.people_page(0))
+        return self._listing
+
+    def people_page(self, after: int) -> list[tuple[str, str, bool]]:
+        """At most :data:`LISTED` people, after the first ``after`` in join order."""
+        moderators = self.moderators
+        window = itertools.islice(self.members.items(), after, after + LISTED)
+        return [(n, a, member in moderators) for member, (n, a) in window]
 
     # Messages.
 

@@ -75,7 +75,11 @@ class ChatServer:
         #: at a time, so guesses cannot take every core from the chat.
         self.scrypt = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pichat-scrypt")
         self.chat: Chat[Client] = Chat(
-            self.outbox, history, ChatConfig.from_settings(settings), verifier=self._verify
+            self.outbox,
+            history,
+            ChatConfig.from_settings(settings),
+            verifier=self._verify,
+            schedule=lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback),
         )
         history.start(self.chat)
         #: Handshakes refused, by reason (``pichat_handshakes_refused_total``).
@@ -379,6 +383,7 @@ class ChatServer:
     async def stop_housekeeping(self) -> None:
         """Stop the timers (at shutdown); leaving clients send no presence from now."""
         self.chat.closing = True
+        self.chat.presence.cancel()
         if self._status_handle is not None:
             self._status_handle.cancel()
         if self._housekeeping is not None:

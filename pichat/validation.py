@@ -59,6 +59,11 @@ def name_key(name: str) -> str:
     case folding may produce text that is no longer NFKC, so normalise again.
     An empty key means a name made only of invisible characters.
     """
+    if name.isascii():
+        # The common case, and the same answer: ASCII is its own NFKC, folds
+        # to ASCII, and holds no ignorable. A join computes several keys, and
+        # the general path was a twentieth of a reconnect storm's time.
+        return name.casefold().strip()
     folded = unicodedata.normalize("NFKC", name).casefold()
     visible = "".join(char for char in folded if not is_ignorable(char))
     return unicodedata.normalize("NFKC", visible).strip()

@@ -22,7 +22,6 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from . import __version__
-from .metrics import CONTENT_TYPE
 from .sites import Site
 from .static import FileCache, resolve, security_headers
 from .webapp import MANIFEST_PATH, WORKER_PATH, manifest_body, worker_body
@@ -197,7 +196,11 @@ class Web:
             if not self.metrics.allows(address):
                 return plain(http.HTTPStatus.FORBIDDEN, "Forbidden: see metrics_allowed\n")
             return _response(
-                http.HTTPStatus.OK, self.metrics.render(), CONTENT_TYPE, "no-store", host
+                http.HTTPStatus.OK,
+                self.metrics.render(),
+                self.metrics.content_type,
+                "no-store",
+                host,
             )
         if path == "/healthz":
             report = self.health(site)

@@ -83,6 +83,22 @@ async def recv_type(ws: ClientConnection, kind: str, timeout: float = TIMEOUT) -
             return frame
 
 
+async def recv_presence(
+    ws: ClientConnection, joined: str | None = None, left: str | None = None
+) -> Any:
+    """The first presence frame that tells ``joined`` joined (or ``left`` left).
+
+    Presence is coalesced per tick, so the frame may carry others too, and
+    earlier frames (a member's own join) are skipped.
+    """
+    while True:
+        frame = await recv_type(ws, "presence")
+        if joined is not None and joined in [p["name"] for p in frame["joined"]]:
+            return frame
+        if left is not None and left in frame["left"]:
+            return frame
+
+
 async def open_client(
     daemon: Daemon | Running | Endpoint,
     subprotocol: str = "pichat.v1",

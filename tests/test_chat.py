@@ -8,7 +8,7 @@ history commits or fails, and reads the frames the engine queued.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from pichat.chat import V1, Chat, ChatConfig, Dialect, Member
 from pichat.history import Deletion, Entry, HistoryListener, Loaded, LogEntry
 from pichat.legacy import LEGACY
 from pichat.password_guard import Verifier, verify_now
+from pichat.presence import PRESENCE_BUDGET, tick_for
 from pichat.protocol import Frame, Limits, Message
 from pichat.retention import Cut, Retention
 from pichat.room import Room
@@ -142,6 +143,31 @@ class FakeHistory:
         return batch
 
 
+class Ticker:
+    """The presence tick, run by hand: ``schedule`` records, :meth:`run` calls."""
+
+    def __init__(self) -> None:
+        self.armed: list[tuple[float, Callable[[], None]]] = []
+
+    def __call__(self, delay: float, callback: Callable[[], None]) -> Ticker.Handle:
+        entry = (delay, callback)
+        self.armed.append(entry)
+        return Ticker.Handle(self, entry)
+
+    def run(self) -> None:
+        armed, self.armed = self.armed, []
+        for _, callback in armed:
+            callback()
+
+    class Handle:
+        def __init__(self, ticker: Ticker, entry: tuple[float, Callable[[], None]]) -> None:
+            self.ticker, self.entry = ticker, entry
+
+        def cancel(self) -> None:
+            if self.entry in self.ticker.armed:
+                self.ticker.armed.remove(self.entry)
+
+
 class Clock:
     """A monotonic clock the test moves by hand."""
 
@@ -166,6 +192,7 @@ class Harness:
         self.history = FakeHistory()
         self.clock = Clock()
         self.wall = NOW_MS
+        self.ticker = Ticker()
         self.chat: Chat[Member] = Chat(
             self.outbox,
             self.history,
@@ -173,6 +200,7 @@ class Harness:
             monotonic=self.clock,
             wall_ms=lambda: self.wall,
             verifier=verifier,
+            schedule=self.ticker,
         )
         self.history.start(self.chat)
         self.room: Room[Member] = Room("lobby", EPOCH, history, last_id)
@@ -195,6 +223,10 @@ class Harness:
         welcome = self.outbox.last(member)
         assert welcome["type"] == "welcome", welcome
         return member, welcome
+
+    def tick(self) -> None:
+        """The presence tick: each room's pending joins and leaves go out."""
+        self.ticker.run()
 
     def say(self, member: Member, text: str) -> None:
         self.send(member, type="say", text=text)
@@ -249,6 +281,8 @@ def test_join_gets_a_welcome_with_history() -> None:
         "title": "The lobby",
         "limits": Limits().as_dict(),
         "online": [{"name": "alice", "avatar": "https://example.org/a.png"}],
+        "count": 1,
+        "online_more": False,
         "resumed": False,
         "gap": False,
         "epoch": EPOCH,
@@ -272,27 +306,159 @@ def test_fresh_join_replays_the_last_messages_within_count_and_bytes() -> None:
     assert welcome["more"] is False
 
 
-def test_join_tells_the_others_but_not_the_joiner() -> None:
-    """Everyone else online gets a join presence with the new count; the joiner does not."""
+def test_join_tells_everyone_online_at_the_tick() -> None:
+    """A join is told at the next tick, to every member (joiner too), with the new count."""
     h = Harness()
     bob, _ = h.join("bob")
     carol, _ = h.join("carol")
     listener = h.connect(LEGACY)
     waiting = h.connect()  # open but not joined
+    h.tick()
     h.outbox.clear()
     alice, welcome = h.join("alice", avatar="https://example.org/a.png")
+    assert h.outbox.frames(bob) == []  # not before the tick
+    h.tick()
     presence = {
         "type": "presence",
-        "event": "join",
-        "name": "alice",
-        "avatar": "https://example.org/a.png",
+        "joined": [{"name": "alice", "avatar": "https://example.org/a.png"}],
+        "left": [],
         "count": 3,
     }
     assert h.outbox.frames(bob) == [presence]
     assert h.outbox.frames(carol) == [presence]
-    assert h.outbox.frames(alice) == [welcome]
+    assert h.outbox.frames(alice) == [welcome, presence]
     assert h.outbox.frames(listener) == [] and h.outbox.frames(waiting) == []
     assert [m["name"] for m in welcome["online"]] == ["bob", "carol", "alice"]
+    assert welcome["count"] == 3
+
+
+def test_a_tick_coalesces_every_join_and_leave_into_one_frame() -> None:
+    """Joins and leaves between two ticks make one frame, encoded once, to every member."""
+    h = Harness()
+    old, _ = h.join("old")
+    bob, _ = h.join("bob")
+    h.tick()
+    h.outbox.clear()
+    ada, _ = h.join("ada")
+    h.chat.closed(old)
+    eve, _ = h.join("eve")
+    h.chat.closed(eve)  # joined and left within the tick
+    cy, _ = h.join("old")  # the name old left is free again
+    assert len(h.ticker.armed) == 1, "one tick armed for the whole burst"
+    h.outbox.clear()
+    h.tick()
+    presence = {
+        "type": "presence",
+        "joined": [{"name": "ada", "avatar": ""}, {"name": "old", "avatar": ""}],
+        "left": ["old", "eve"],
+        "count": 3,
+    }
+    assert len(h.outbox.broadcasts) == 1
+    audience, _ = h.outbox.broadcasts[0]
+    assert set(audience) == {bob, ada, cy}
+    assert h.outbox.frames(bob) == [presence]
+    h.tick()
+    assert h.outbox.frames(bob) == [presence], "an idle tick sends nothing"
+
+
+def apply_presence(names: set[str], frame: Any) -> set[str]:
+    """What a page does with a presence frame: ``left`` first, then ``joined``."""
+    return (names - set(frame["left"])) | {p["name"] for p in frame["joined"]}
+
+
+def test_presence_brings_every_view_of_the_tick_up_to_date() -> None:
+    """Whenever in the tick a member joined, welcome + the tick's frame = who is online."""
+    h = Harness()
+    a, _ = h.join("a")
+    b, _ = h.join("b")
+    h.tick()
+    views: dict[Member, set[str]] = {a: {"a", "b"}, b: {"a", "b"}}
+    members = {"a": a, "b": b}
+
+    def join(name: str) -> None:
+        member, welcome = h.join(name)
+        members[welcome["you"]["name"]] = member
+        views[member] = {p["name"] for p in welcome["online"]}
+
+    def leave(name: str) -> None:
+        h.chat.closed(members.pop(name))
+
+    join("c")
+    leave("a")
+    join("a")  # someone else, under the name that just left
+    join("d")
+    leave("c")  # joined and left within the tick: d saw it in its welcome
+    leave("b")
+    h.outbox.clear()
+    h.tick()
+    online = {name for name, _ in h.room.online()}
+    assert online == {"a", "d"}
+    for member in members.values():
+        (frame,) = h.outbox.frames(member)
+        assert apply_presence(views[member], frame) == online
+
+
+def test_welcome_lists_at_most_100_with_the_exact_count() -> None:
+    """Past 100 online a welcome lists the first 100 (join order), the count, online_more."""
+    h = Harness()
+    for number in range(150):
+        h.join(f"p{number}")
+    late, welcome = h.join("late")
+    assert [p["name"] for p in welcome["online"]] == [f"p{n}" for n in range(100)]
+    assert welcome["count"] == 151 and welcome["online_more"] is True
+    h.send(late, type="online", after=100)
+    page = h.outbox.last(late)
+    assert page["type"] == "online" and page["after"] == 100
+    assert [p["name"] for p in page["online"]] == [f"p{n}" for n in range(100, 150)] + ["late"]
+    assert (page["count"], page["more"]) == (151, False)
+    h.send(late, type="online", after=0)
+    first = h.outbox.last(late)
+    assert len(first["online"]) == 100 and first["more"] is True
+
+
+def test_welcome_listing_follows_leaves_among_the_first_hundred() -> None:
+    """The shared listing is rebuilt when someone it shows leaves."""
+    h = Harness()
+    first, _ = h.join("first")
+    for number in range(120):
+        h.join(f"p{number}")
+    _, before = h.join("x")
+    h.chat.closed(first)
+    _, after = h.join("y")
+    assert before["online"][0]["name"] == "first"
+    assert after["online"][0]["name"] == "p0" and len(after["online"]) == 100
+    assert after["count"] == 122
+
+
+@pytest.mark.parametrize("after", [-1, 1.5, "3", True, None])
+def test_online_page_needs_a_count(after: Any) -> None:
+    """``online`` with a bad ``after`` is a bad_after error."""
+    h = Harness()
+    alice, _ = h.join("alice")
+    h.send(alice, type="online", after=after)
+    assert h.outbox.last(alice)["code"] == "bad_after"
+
+
+def test_online_page_before_join_is_refused() -> None:
+    """``online`` before ``join`` is not_joined: the list is for members."""
+    h = Harness()
+    member = h.connect()
+    h.send(member, type="online")
+    assert h.outbox.last(member)["code"] == "not_joined"
+
+
+def test_shutdown_cancels_pending_presence() -> None:
+    """At shutdown what is pending is forgotten and no tick stays armed."""
+    h = Harness()
+    bob, _ = h.join("bob")
+    h.join("carol")
+    h.chat.closing = True
+    h.chat.presence.cancel()
+    assert h.ticker.armed == []
+    h.chat.closed(bob)
+    assert h.ticker.armed == []
+    h.join("late")  # still admitted while connections drain, but no tick is armed
+    assert h.ticker.armed == []
 
 
 def test_taken_names_get_a_suffix() -> None:
@@ -703,20 +869,16 @@ def test_epoch_without_since_is_a_fresh_join() -> None:
 
 
 def test_close_tells_the_others_with_the_count() -> None:
-    """A member that leaves is announced to those still online, with the new count."""
+    """A member that leaves is announced at the tick to those still online, with the count."""
     h = Harness()
     alice, _ = h.join("alice", avatar="https://example.org/a.png")
     bob, _ = h.join("bob")
     carol, _ = h.join("carol")
+    h.tick()
     h.outbox.clear()
     h.chat.closed(alice)
-    leave = {
-        "type": "presence",
-        "event": "leave",
-        "name": "alice",
-        "avatar": "https://example.org/a.png",
-        "count": 2,
-    }
+    h.tick()
+    leave = {"type": "presence", "joined": [], "left": ["alice"], "count": 2}
     assert h.outbox.frames(bob) == [leave] and h.outbox.frames(carol) == [leave]
     assert h.outbox.frames(alice) == []
     assert h.chat.online() == {"lobby": 2}
@@ -943,6 +1105,7 @@ def test_legacy_listener_is_not_online() -> None:
     assert welcome["online"] == [{"name": "bob", "avatar": ""}]
     _, welcome = h.join("carol")
     assert [m["name"] for m in welcome["online"]] == ["bob", "carol"]
+    h.tick()
     assert h.outbox.last(bob)["count"] == 2
 
 
@@ -963,3 +1126,17 @@ def test_legacy_binary_frame_is_refused() -> None:
     legacy = h.connect(LEGACY)
     h.chat.received(legacy, b"{}")
     assert h.outbox.last(legacy)["code"] == "binary_frame"
+
+
+def test_the_presence_tick_grows_with_the_room() -> None:
+    """50 ms in a small room, longer in a big one (one write per member per tick), 1 s at most."""
+    h = Harness()
+    h.join("first")
+    assert h.ticker.armed[0][0] == pytest.approx(0.05)
+    h.tick()
+    for number in range(1000):
+        h.join(f"p{number}")
+    h.tick()
+    h.join("late")
+    assert h.ticker.armed[0][0] == pytest.approx(1002 / PRESENCE_BUDGET)
+    assert tick_for(10**6) == 1.0

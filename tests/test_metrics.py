@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +184,13 @@ async def test_metrics_behind_a_trusted_proxy_judge_the_forwarded_client(
     # The proxy itself (no header) is still the client.
     status, _, _ = await raw_get(daemon, "/metrics")
     assert status == 200
+
+
+def test_prometheus_client_is_imported_on_the_first_scrape_only() -> None:
+    """Starting the daemon's modules does not load prometheus_client (memory of an idle Pi)."""
+    code = (
+        "import sys, pichat.app, pichat.server, pichat.cli\n"
+        "print('prometheus_client' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

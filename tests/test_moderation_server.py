@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pichat.passwords import hash_password
-from tests.conftest import open_client, recv, recv_type, say
+from tests.conftest import open_client, recv, recv_presence, recv_type, say
 from tests.daemon import TIMEOUT
 from tests.harness import running
 from tests.http import raw_get
@@ -118,10 +118,8 @@ async def test_kick_by_moderator(daemon_factory: Any) -> None:
     alice = await moderator(daemon)
     await send(alice, type="kick", name="bob", reason="calm down")
     assert await closed(bob) == (4001, "calm down")
-    leave = await recv_type(carol, "presence")
-    while leave["event"] != "leave":
-        leave = await recv_type(carol, "presence")
-    assert leave["name"] == "bob"
+    leave = await recv_presence(carol, left="bob")
+    assert "bob" not in [p["name"] for p in leave["joined"]]
     # Nothing else changed: carol still chats.
     await say(carol, "still here")
     assert (await recv_type(carol, "message"))["text"] == "still here"
@@ -202,7 +200,7 @@ async def test_password_check_does_not_stall_the_chat(daemon_factory: Any) -> No
     gate.set()
     welcome = await recv(alice)
     assert welcome["type"] == "welcome" and welcome["you"]["moderator"] is True
-    assert (await recv_type(bob, "presence"))["name"] == "alice"
+    await recv_presence(bob, joined="alice")
 
 
 async def test_site_json_tells_a_banned_address_why(daemon_factory: Any) -> None:

@@ -24,7 +24,9 @@ from pichat.protocol import (
     error_frame,
     format_date,
     history_frame,
+    online_frame,
     parse_frame,
+    people_json,
     presence_frame,
     welcome_frame,
     wire_frame,
@@ -497,7 +499,9 @@ def test_welcome_frame_is_valid_json_with_every_field() -> None:
         title="pichat",
         limits=Limits(text=100, name=20, rate_messages=5, rate_window=2.5),
         history=history,
-        online=[("bob", ""), ("alice (2)", "https://example.org/a.png")],
+        online=people_json([("bob", "", True), ("alice (2)", "https://example.org/a.png", False)]),
+        count=150,
+        online_more=True,
         resumed=True,
         gap=False,
         epoch="e1",
@@ -511,9 +515,11 @@ def test_welcome_frame_is_valid_json_with_every_field() -> None:
         "limits": {"text": 100, "name": 20, "rate_messages": 5, "rate_window": 2.5},
         "history": [m.as_v1() for m in history],
         "online": [
-            {"name": "bob", "avatar": ""},
+            {"name": "bob", "avatar": "", "moderator": True},
             {"name": "alice (2)", "avatar": "https://example.org/a.png"},
         ],
+        "count": 150,
+        "online_more": True,
         "resumed": True,
         "gap": False,
         "epoch": "e1",
@@ -530,7 +536,9 @@ def test_welcome_frame_with_empty_history() -> None:
         title="t",
         limits=LIMITS,
         history=[],
-        online=[],
+        online=people_json([]),
+        count=1,
+        online_more=False,
         resumed=False,
         gap=True,
         epoch="",
@@ -556,9 +564,27 @@ def test_history_frame_is_valid_json_with_every_field() -> None:
 
 
 def test_presence_frame() -> None:
-    """A presence frame names the event, the member and the count after it."""
-    got = json.loads(presence_frame("leave", "bob", "", 3))
-    assert got == {"type": "presence", "event": "leave", "name": "bob", "avatar": "", "count": 3}
+    """A presence frame lists who joined, whose names left, and the count after the tick."""
+    got = json.loads(presence_frame([("ada", "", False), ("Mo", "x", True)], ["bob"], 3))
+    assert got == {
+        "type": "presence",
+        "joined": [{"name": "ada", "avatar": ""}, {"name": "Mo", "avatar": "x", "moderator": True}],
+        "left": ["bob"],
+        "count": 3,
+    }
+
+
+def test_online_frame() -> None:
+    """An online page says where it starts, the exact count, and whether more follow."""
+    got = json.loads(online_frame(100, [("ada", "", False)], 102))
+    assert got == {
+        "type": "online",
+        "after": 100,
+        "online": [{"name": "ada", "avatar": ""}],
+        "count": 102,
+        "more": True,
+    }
+    assert json.loads(online_frame(101, [("ada", "", False)], 102))["more"] is False
 
 
 def test_message_v1_json_is_not_escaped() -> None:

@@ -211,7 +211,7 @@ async def test_kill_9_of_a_daemon_under_load(
     a.kill()
     # The TTL (3 s here) plus one beat is well inside the wait's bound (TIMEOUT).
     left = await presence(watcher, "leave", "amy")
-    assert left["name"] == "amy"
+    assert "amy" in left["left"]
     await sending
     await lb.until("b99")
     assert [t for _, t in lb.messages] == [f"b{n}" for n in range(100)]
@@ -283,6 +283,10 @@ async def test_an_outage_longer_than_the_ttl_makes_nobody_leave(
         frames.append(frame)
         if frame.get("text") == "later":
             break
-    assert not [f for f in frames if f.get("type") == "presence" and f["name"] == "alice"]
+    presence = [f for f in frames if f.get("type") == "presence"]
+    # The first frame is bob's own join tick (it may name alice as the room B learned);
+    # after it, alice must neither leave nor join again.
+    assert not [f for f in presence if "alice" in f["left"]]
+    assert not [f for f in presence[1:] if "alice" in [p["name"] for p in f["joined"]]]
     await wb.close()
     await wa.close()

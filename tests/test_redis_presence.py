@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from tests.conftest import join, recv_type, say
+from tests.conftest import join, recv_presence, recv_type, say
 from tests.redis_fixtures import cluster, messages, redis
 from tests.test_moderation_server import CONFIG, PASSWORD, closed
 from tests.test_moderation_server import join as join_with_password
@@ -15,11 +15,10 @@ __all__ = ["cluster", "redis"]  # fixtures
 
 
 async def presence(ws: Any, event: str, name: str) -> Any:
-    """The next presence frame of ``event`` for ``name`` (others skipped)."""
-    while True:
-        frame = await recv_type(ws, "presence")
-        if frame["event"] == event and frame["name"] == name:
-            return frame
+    """The next (coalesced) presence frame telling that ``name`` joined or left."""
+    if event == "join":
+        return await recv_presence(ws, joined=name)
+    return await recv_presence(ws, left=name)
 
 
 async def test_online_join_and_leave_span_the_daemons(cluster: Any) -> None:
@@ -34,6 +33,24 @@ async def test_online_join_and_leave_span_the_daemons(cluster: Any) -> None:
     left = await presence(wa, "leave", "bob")
     assert left["count"] == 1
     await wa.close()
+
+
+async def test_counts_and_online_pages_span_the_daemons(cluster: Any) -> None:
+    """welcome.count, presence counts and the online pages count every daemon's members."""
+    a, b = await cluster(2)
+    on_a = [(await join(a, f"a{n}"))[0] for n in range(3)]
+    on_b = [(await join(b, f"b{n}"))[0] for n in range(2)]
+    wb, welcome = await join(b, "watch")
+    assert welcome["count"] == 6 and welcome["online_more"] is False
+    assert len(welcome["online"]) == 6
+    await wb.send(json.dumps({"type": "online", "after": 4}))
+    page = await recv_type(wb, "online")
+    assert page["count"] == 6 and len(page["online"]) == 2
+    await on_a[0].close()
+    left = await presence(wb, "leave", "a0")
+    assert left["count"] == 5
+    for ws in [*on_a[1:], *on_b, wb]:
+        await ws.close()
 
 
 async def test_names_are_unique_across_daemons_under_a_join_race(cluster: Any) -> None:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from pichat.protocol import Message
 from pichat.retention import Cut, Retention
 from pichat.room import Page, Room
+from pichat.validation import name_key
 
 DAY_MS = 86_400_000
 EPOCH = "e1"
@@ -486,3 +487,14 @@ def test_paging_property(
     assert got == list(range(max(since + 1, first_kept), count + 1))
     # The next message after a resume is the next id: nothing lost, nothing twice.
     assert room.create("a", "", "t", 0).id == count + 1
+
+
+@pytest.mark.parametrize(
+    "name", ["alice", "ALICE", " Bob Smith ", "x\ty", "Ada (2)", "".join(map(chr, range(32, 127)))]
+)
+def test_ascii_names_get_the_same_key_on_the_fast_path(name: str) -> None:
+    """An ASCII name's key (fast path) is what the full NFKC/casefold/ignorable path gives.
+
+    A zero-width space is ignorable: appended, it forces the full path and drops out.
+    """
+    assert name_key(name) == name_key(name + "\u200b")

@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import join, open_client, recv, recv_type, say
+from tests.conftest import join, open_client, recv, recv_presence, recv_type, say
 from tests.daemon import TIMEOUT
 from tests.harness import Running as Daemon
 from tests.http import http_get
@@ -36,14 +36,9 @@ async def test_message_reaches_everyone_including_sender(daemon: Daemon) -> None
     """A say is broadcast to every member, sender included, with server id and date."""
     a, _ = await join(daemon, "alice")
     b, _ = await join(daemon, "bob")
-    presence = await recv(a)
-    assert presence == {
-        "type": "presence",
-        "event": "join",
-        "name": "bob",
-        "avatar": "",
-        "count": 2,
-    }
+    presence = await recv_presence(a, joined="bob")
+    assert presence["count"] == 2 and presence["left"] == []
+    assert presence["joined"][-1] == {"name": "bob", "avatar": ""}
     await say(a, "hello")
     got_a = await recv_type(a, "message")
     got_b = await recv_type(b, "message")
@@ -60,11 +55,29 @@ async def test_leave_sends_presence_with_count(daemon: Daemon) -> None:
     """When a member leaves, the others get a leave presence with the new count."""
     a, _ = await join(daemon, "alice")
     b, _ = await join(daemon, "bob")
-    await recv(a)  # bob's join
+    await recv_presence(a, joined="bob")
     await b.close()
-    leave = await recv(a)
-    assert leave == {"type": "presence", "event": "leave", "name": "bob", "avatar": "", "count": 1}
+    leave = await recv_presence(a, left="bob")
+    assert leave == {"type": "presence", "joined": [], "left": ["bob"], "count": 1}
     await a.close()
+
+
+async def test_a_burst_of_joins_is_told_in_few_frames(daemon: Daemon) -> None:
+    """Joins arriving together are coalesced: fewer presence frames than joins, exact count."""
+    watcher, _ = await join(daemon, "watcher")
+    await recv_presence(watcher, joined="watcher")
+    others = await asyncio.gather(*(join(daemon, f"p{n}") for n in range(30)))
+    seen: set[str] = set()
+    frames = 0
+    while len(seen) < 30:
+        frame = await recv_type(watcher, "presence")
+        frames += 1
+        seen.update(p["name"] for p in frame["joined"])
+    assert frame["count"] == 31
+    assert frames < 30, "each join got a frame of its own"
+    for ws, _ in others:
+        await ws.close()
+    await watcher.close()
 
 
 async def test_second_person_with_same_name_gets_unique_name(daemon: Daemon) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.conftest import join, open_client, recv, recv_type, say
+from tests.conftest import join, open_client, recv, recv_presence, recv_type, say
 from tests.daemon import TIMEOUT
 from tests.harness import Running as Daemon
 
@@ -14,7 +14,8 @@ async def test_typing_is_relayed_once_and_never_stored(daemon: Daemon) -> None:
     """A burst of typing frames reaches the others as one frame, then the message; no history."""
     alice, _ = await join(daemon, "alice")
     bob, _ = await join(daemon, "bob")
-    await recv_type(alice, "presence")  # bob's join
+    await recv_presence(alice, joined="bob")
+    await recv_presence(bob, joined="bob")  # nothing but typing from now on
     legacy = await open_client(daemon, "echo-protocol")
     json.loads(await asyncio.wait_for(legacy.recv(), TIMEOUT))  # the (empty) history
     for _ in range(10):

@@ -104,6 +104,11 @@ const state = {
   away: null,
   // A message to show once it is in the log (a notification opened the page), or null.
   focusId: null,
+  // How many of the server's online list (join order) this page has been sent.
+  onlineAfter: 0,
+  // The names the last welcome listed, until the first presence frame after it
+  // (which repeats the joins of that tick): no line for those.
+  welcomed: null,
 };
 
 const log = new LogView($("log"), $("new-messages"));
@@ -115,6 +120,12 @@ const moderation = new Moderation(
 );
 log.decorate = (item, message) => moderation.decorateMessage(item, message);
 online.decorate = (item, person) => moderation.decoratePerson(item, person);
+// The reader asked for everyone: page through `online` from where the welcome stopped.
+online.onMore = () => {
+  if (state.joined && state.transport !== null) {
+    state.transport.send({ type: "online", after: state.onlineAfter });
+  }
+};
 const onlineNames = () => [...online.people.values()].map((person) => String(person.name));
 log.names = onlineNames;
 const typingView = new TypingView(ui.typing);
@@ -378,14 +389,14 @@ function onFrame(frame) {
       onHistoryPage(frame);
       break;
     case "presence":
-      if (frame.event === "join") {
-        online.join({ name: frame.name, avatar: frame.avatar, moderator: frame.moderator }, frame.count);
+      onPresence(frame);
+      break;
+    case "online":
+      if (Array.isArray(frame.online)) {
+        online.add(frame.online);
+        state.onlineAfter = (Number.isSafeInteger(frame.after) ? frame.after : 0) + frame.online.length;
+        if (frame.more === true && frame.online.length > 0) online.onMore();
       }
-      else if (frame.event === "leave") {
-        online.leave(frame.name, frame.count);
-        typingView.stopped(frame.name);
-      }
-      log.addPresence(frame.event, String(frame.name));
       break;
     case "typing":
       if (typeof frame.name === "string" && frame.name !== state.you?.name) typingView.typing(frame.name);
@@ -424,7 +435,11 @@ function onWelcome(frame) {
   log.setMe(frame.you.name);
   online.setMe(frame.you.name);
   applySite(frame);
-  online.reset(Array.isArray(frame.online) ? frame.online : []);
+  const listed = Array.isArray(frame.online) ? frame.online : [];
+  state.onlineAfter = listed.length;
+  state.welcomed = new Set(listed.map((person) => String(person.name)));
+  // Past a hundred online the welcome lists the first hundred: add yourself.
+  online.reset([...listed, frame.you], Number.isSafeInteger(frame.count) ? frame.count : undefined);
   if (replaced) log.clear();
   else if (frame.resumed === true) forgetRemoved(frame);
   const history = Array.isArray(frame.history) ? frame.history : [];
@@ -447,6 +462,41 @@ function onWelcome(frame) {
   setStatus("online", "Online");
   ui.composerError.textContent = "";
   updateComposer();
+}
+
+/** The most join and leave lines one presence frame writes before it sums them up. */
+const PRESENCE_LINES = 4;
+
+/**
+ * A presence frame: every join and leave of one server tick (`left` first, then
+ * `joined`), with the exact count. A server older than coalescing sends one event
+ * per frame (`event`, `name`); the page reads both.
+ */
+function onPresence(frame) {
+  let joined = Array.isArray(frame.joined) ? frame.joined : [];
+  let left = Array.isArray(frame.left) ? frame.left.map(String) : [];
+  if (frame.event === "join") joined = [{ name: frame.name, avatar: frame.avatar, moderator: frame.moderator }];
+  else if (frame.event === "leave") left = [String(frame.name)];
+  online.update(joined, left, frame.count);
+  for (const name of left) typingView.stopped(name);
+  const me = state.you?.name;
+  // Your own join comes back in the tick's frame: the welcome already said it.
+  const welcomed = state.welcomed ?? new Set();
+  state.welcomed = null;
+  const joinedOthers = joined
+    .map((person) => String(person.name))
+    .filter((name) => name !== me && !welcomed.has(name));
+  const lines = left.length + joinedOthers.length;
+  if (lines === 0) return;
+  if (lines <= PRESENCE_LINES) {
+    for (const name of left) log.addPresence("leave", name);
+    for (const name of joinedOthers) log.addPresence("join", name);
+    return;
+  }
+  const parts = [];
+  if (joinedOthers.length) parts.push(`${joinedOthers.length} people joined`);
+  if (left.length) parts.push(`${left.length} left`);
+  log.addNotice(`${parts.join(", ")}.`);
 }
 
 /** Take away what moderators deleted or cleared while this page was away. */

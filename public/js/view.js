@@ -387,39 +387,73 @@ export class LogView {
   }
 }
 
-/** The list of people online, with its count. */
+/** Whether two entries of the online list show the same. */
+function samePerson(a, b) {
+  return a.name === b.name && (a.avatar ?? "") === (b.avatar ?? "") && !a.moderator === !b.moderator;
+}
+
+/**
+ * The list of people online, with its count. The server lists at most a hundred in a
+ * `welcome` (the count is always exact); the others come from presence frames or, when
+ * asked for with the *Show everyone* button, from `online` pages.
+ */
 export class OnlineView {
   constructor(list, count) {
     this.list = list;
     this.count = count;
     this.people = new Map();
     this.me = null;
+    this.total = 0;
     // Called with each person's list item (moderation adds its badge and menu).
     this.decorate = null;
+    // Called when the reader asks for the people not listed yet.
+    this.onMore = null;
   }
 
   setMe(name) {
     this.me = name;
   }
 
-  /** Replace the whole list (from a `welcome`). */
-  reset(people) {
+  /** Replace the whole list (from a `welcome`); `total` is the exact number online. */
+  reset(people, total) {
     this.people.clear();
     for (const person of people) this.people.set(String(person.name).toLowerCase(), person);
-    this.render(this.people.size);
+    this.render(total);
+  }
+
+  /** Add people (an `online` page) without changing the count. */
+  add(people) {
+    for (const person of people) this.people.set(String(person.name).toLowerCase(), person);
+    this.render(this.total);
+  }
+
+  /** A presence frame: names that left go first, then who joined; one render. */
+  update(joined, left, total) {
+    let changed = Number.isSafeInteger(total) && total !== this.total;
+    for (const name of left) changed = this.people.delete(String(name).toLowerCase()) || changed;
+    for (const person of joined) {
+      const key = String(person.name).toLowerCase();
+      const known = this.people.get(key);
+      // Your own join, and those your welcome listed, come back in the next frame:
+      // re-rendering for them would close a menu the reader just opened.
+      if (!known || !samePerson(known, person)) {
+        this.people.set(key, person);
+        changed = true;
+      }
+    }
+    if (changed) this.render(total);
   }
 
   join(person, total) {
-    this.people.set(String(person.name).toLowerCase(), person);
-    this.render(total);
+    this.update([person], [], total);
   }
 
   leave(name, total) {
-    this.people.delete(String(name).toLowerCase());
-    this.render(total);
+    this.update([], [name], total);
   }
 
   render(total) {
+    this.total = Number.isSafeInteger(total) ? Math.max(total, this.people.size) : this.people.size;
     const sorted = [...this.people.values()].sort((a, b) =>
       String(a.name).localeCompare(String(b.name), undefined, { sensitivity: "base" }),
     );
@@ -432,7 +466,20 @@ export class OnlineView {
       if (this.decorate) this.decorate(item, person);
       fragment.append(item);
     }
+    const unlisted = this.total - this.people.size;
+    if (unlisted > 0) {
+      const item = element("li", "person person-more");
+      item.append(element("span", "more-count", `and ${unlisted} more`));
+      const button = element("button", "show-everyone", "Show everyone");
+      button.type = "button";
+      button.addEventListener("click", () => {
+        button.disabled = true;
+        if (this.onMore) this.onMore();
+      });
+      item.append(button);
+      fragment.append(item);
+    }
     this.list.replaceChildren(fragment);
-    this.count.textContent = String(Number.isSafeInteger(total) ? total : this.people.size);
+    this.count.textContent = String(this.total);
   }
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -49,6 +50,34 @@ def test_two_visitors_chat_both_ways(tmp_path: Path, contexts: Contexts) -> None
         alice.wait_for_selector("#log .presence-leave >> text=bob")
         assert alice.inner_text("#online-count") == "1"
         assert alice.locator("#online-list .person-name").all_text_contents() == ["alice"]
+
+
+def test_a_big_room_lists_a_hundred_online_then_everyone_on_request(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """Past 100 online: the exact count, 100 listed plus you, *and 1 more*; the button pages."""
+    config = {"max_connections_per_ip": 200}
+    with Daemon(tmp_path, config=config) as d, ExitStack() as stack:
+        for number in range(101):
+            stack.enter_context(ChatClient(d.ws_url, f"p{number:03}"))
+        page = contexts().new_page()
+        join(page, d.http_url, "zed")
+        page.wait_for_selector("#online-count >> text=102")
+        names = page.locator("#online-list .person-name")
+        assert names.count() == 101
+        assert "zed" in names.all_text_contents()
+        assert page.inner_text("#online-list .more-count") == "and 1 more"
+        page.click("#online-list .show-everyone")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#online-list .person-name').length === 102"
+        )
+        assert page.locator("#online-list .person-more").count() == 0
+        assert "p100" in names.all_text_contents()
+        with ChatClient(d.ws_url, "late"):
+            page.wait_for_selector("#log .presence-join >> text=late")
+            page.wait_for_selector("#online-count >> text=103")
+        page.wait_for_selector("#log .presence-leave >> text=late")
+        assert page.inner_text("#online-count") == "102"
 
 
 def test_messages_show_the_local_time(tmp_path: Path, contexts: Contexts) -> None:
