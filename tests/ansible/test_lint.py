@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pichat.settings import _HOSTNAME_RE
+from pichat.config_values import HOSTNAME_RE
 from tests.ansible.target import ANSIBLE_DIR, VENV_BIN, ansible_env
 
 ROLE = ANSIBLE_DIR / "roles" / "pichat"
@@ -58,4 +58,4 @@ def test_every_default_is_specified_and_documented(role: str) -> None:
 def test_role_filters_server_names_with_the_daemons_pattern() -> None:
     """The role's host-name pattern is pichat's own, so no name it keeps fails check-config."""
     variables = _load(ROLE / "vars" / "main.yml")
-    assert variables["__pichat_hostname_pattern"] == _HOSTNAME_RE.pattern
+    assert variables["__pichat_hostname_pattern"] == HOSTNAME_RE.pattern
