@@ -9,8 +9,7 @@ import collections
 import dataclasses
 from typing import TYPE_CHECKING
 
-from .moderation import Moderators
-from .passwords import parse_hash
+from .passwords import Moderators, parse_hash
 from .protocol import Limits
 from .retention import Retention
 

@@ -12,9 +12,8 @@ parsed and its target found first, and only then acted on.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .addresses import address_key, parse_address
@@ -22,7 +21,6 @@ from .bans import Ban, Bans
 from .errors import ProtocolError
 from .history import Deletion, Entry, LogEntry
 from .password_guard import PasswordGuard, Verifier, verify_now
-from .passwords import PasswordHash
 from .protocol import Frame, Join, dumps, wire_frame
 from .rules import RoomRules, rules_from_json, rules_to_json
 from .validation import has_control, name_key, validate_name, validate_text
@@ -36,7 +34,6 @@ __all__ = [
     "BAN_CODE",
     "MODERATION_TYPES",
     "Moderation",
-    "Moderators",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,23 +47,6 @@ MAX_REASON_LENGTH = 200
 MAX_BAN_MINUTES = 10 * 366 * 24 * 60
 MAX_MUTE_MINUTES = 7 * 24 * 60
 MAX_SLOW_SECONDS = 3600
-
-
-@dataclasses.dataclass(frozen=True)
-class Moderators:
-    """The configured moderators: name key -> (name, password hash)."""
-
-    by_key: dict[str, tuple[str, PasswordHash]] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def of(cls, entries: Iterable[tuple[str, PasswordHash]]) -> Moderators:
-        """The table of ``(name, hash)`` pairs (names unique by key, as settings check)."""
-        return cls({name_key(name): (name, hashed) for name, hashed in entries})
-
-    def get(self, name: str) -> PasswordHash | None:
-        """The hash of the moderator with this name (by key), if one is configured."""
-        entry = self.by_key.get(name_key(name))
-        return entry[1] if entry is not None else None
 
 
 def _reason(frame: dict[str, Any]) -> str:

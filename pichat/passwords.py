@@ -1,4 +1,4 @@
-"""Moderator passwords: scrypt hashes with a random salt, compared in constant time.
+"""Moderators and their passwords: scrypt hashes with a random salt, compared in constant time.
 
 A hash reads ``scrypt$N$r$p$SALT$KEY`` (salt and key in unpadded URL-safe
 base64), so the cost can be raised later without breaking old hashes. The
@@ -13,8 +13,11 @@ import dataclasses
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 
-__all__ = ["PasswordHash", "hash_password", "parse_hash", "verify_password"]
+from .validation import name_key
+
+__all__ = ["Moderators", "PasswordHash", "hash_password", "parse_hash", "verify_password"]
 
 PREFIX = "scrypt"
 #: 2**14 with r=8 takes 16 MiB and some tens of milliseconds on a Pi 4.
@@ -95,3 +98,20 @@ def parse_hash(text: str) -> PasswordHash:
 def verify_password(password: str, stored: PasswordHash) -> bool:
     """Whether ``password`` matches; the comparison takes the same time either way."""
     return hmac.compare_digest(stored.derive(password), stored.key)
+
+
+@dataclasses.dataclass(frozen=True)
+class Moderators:
+    """The configured moderators: name key -> (name, password hash)."""
+
+    by_key: dict[str, tuple[str, PasswordHash]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, entries: Iterable[tuple[str, PasswordHash]]) -> Moderators:
+        """The table of ``(name, hash)`` pairs (names unique by key, as settings check)."""
+        return cls({name_key(name): (name, hashed) for name, hashed in entries})
+
+    def get(self, name: str) -> PasswordHash | None:
+        """The hash of the moderator with this name (by key), if one is configured."""
+        entry = self.by_key.get(name_key(name))
+        return entry[1] if entry is not None else None

@@ -15,9 +15,9 @@ import pytest
 from pichat.bans import Ban, Bans
 from pichat.chat import ChatConfig, Member
 from pichat.legacy import LEGACY
-from pichat.moderation import BAN_CODE, KICK_CODE, MODERATION_TYPES, Moderators
+from pichat.moderation import BAN_CODE, KICK_CODE, MODERATION_TYPES
 from pichat.password_guard import MAX_PENDING
-from pichat.passwords import PasswordHash, hash_password, parse_hash, verify_password
+from pichat.passwords import Moderators, PasswordHash, hash_password, parse_hash, verify_password
 from pichat.room import Room
 from pichat.rules import RoomRules, rules_from_json
 from pichat.validation import name_key
