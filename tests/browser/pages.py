@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from playwright.sync_api import Page
+from playwright.sync_api import BrowserContext, Page
+from playwright.sync_api import Error as PlaywrightError
+
+from tests.daemon import Daemon
 
 SHOWN_MESSAGES = """
 () => Array.from(document.querySelectorAll("#log .msg"), (node) => ({
@@ -35,6 +38,29 @@ def join(page: Page, url: str, name: str, avatar: str = "") -> None:
 def wait_online(page: Page) -> None:
     """Wait until the status line says the page is joined and connected."""
     page.wait_for_selector("#status[data-state=online]")
+
+
+def cut_off(page: Page, context: BrowserContext, daemon: Daemon) -> None:
+    """Drop the page's connection and keep it from reconnecting until back online.
+
+    The daemon stops first and the test waits until the page has seen the close;
+    only then does the context go offline and the daemon start again. Going
+    offline first is not the same: Chromium's offline emulation keeps an open
+    WebSocket open and drops what arrives on it, the close included, so a page
+    cut off that way stayed "online" whenever the daemon's stop came after the
+    emulation took hold (seen here under load). New connections do fail offline.
+    """
+    daemon.stop()
+    try:
+        page.wait_for_selector("#status[data-state=waiting]")
+    except PlaywrightError as error:
+        state = page.get_attribute("#status", "data-state")
+        raise AssertionError(
+            f"the page did not see its connection close (status {state!r});"
+            f" the daemon's log ends:\n{daemon.log()[-3000:]}"
+        ) from error
+    context.set_offline(True)
+    daemon.start()
 
 
 def say(page: Page, text: str) -> None:

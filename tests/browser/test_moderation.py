@@ -18,7 +18,15 @@ from playwright.sync_api import Page
 from pichat.passwords import hash_password
 from tests.browser.chat import ChatClient
 from tests.browser.conftest import Tracked
-from tests.browser.pages import join, open_page, say, shown, wait_for_count, wait_online
+from tests.browser.pages import (
+    cut_off,
+    join,
+    open_page,
+    say,
+    shown,
+    wait_for_count,
+    wait_online,
+)
 from tests.daemon import Daemon
 
 pytestmark = pytest.mark.browser
@@ -161,9 +169,7 @@ def test_a_page_away_during_a_delete_and_a_clear_drops_them_on_resume(
         with ChatClient(d.ws_url, "carol") as carol:
             sent = [carol.say(f"m{n}") for n in range(4)]
         wait_for_count(bob, 4)
-        tracked.context.set_offline(True)  # no reconnection until back online
-        d.restart()
-        bob.wait_for_selector("#status[data-state=waiting]")
+        cut_off(bob, tracked.context, d)  # no reconnection until back online
         with ChatClient(d.ws_url, "alice", password=PASSWORD) as alice:
             alice.send({"type": "delete", "id": sent[1]["id"]})
             alice.expect("done", action="delete")
@@ -171,13 +177,11 @@ def test_a_page_away_during_a_delete_and_a_clear_drops_them_on_resume(
         bob.wait_for_function("() => document.querySelectorAll('#log .msg').length === 3")
         wait_online(bob)
         assert [m["text"] for m in shown(bob)] == ["m0", "m2", "m3"]
-        tracked.context.set_offline(True)
-        d.restart()  # the clear is remembered across a restart too
-        bob.wait_for_selector("#status[data-state=waiting]")
+        cut_off(bob, tracked.context, d)
         with ChatClient(d.ws_url, "alice", password=PASSWORD) as alice:
             alice.send({"type": "clear"})
             alice.expect("done", action="clear")
-        d.restart()
+        d.restart()  # the clear is remembered across a restart too
         tracked.context.set_offline(False)
         bob.wait_for_function("() => document.querySelectorAll('#log .msg').length === 0")
         wait_online(bob)

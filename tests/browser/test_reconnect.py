@@ -14,7 +14,15 @@ from websockets.exceptions import WebSocketException
 
 from tests.browser.chat import ChatClient, stored_history
 from tests.browser.conftest import Tracked
-from tests.browser.pages import join, joins_sent, say, shown, wait_for_message, wait_online
+from tests.browser.pages import (
+    cut_off,
+    join,
+    joins_sent,
+    say,
+    shown,
+    wait_for_message,
+    wait_online,
+)
 from tests.daemon import TIMEOUT, Daemon
 
 pytestmark = pytest.mark.browser
@@ -143,11 +151,7 @@ def test_dropped_connection_resumes_with_since(tmp_path: Path, contexts: Context
             before = [carol.say(f"before {n}") for n in range(3)]
         wait_for_message(page, before[-1]["id"])
         # Offline keeps the page from reconnecting, so the next messages are missed.
-        tracked.context.set_offline(True)
-        d.restart()
-        # Waiting out a backoff, or already in the next (offline) attempt when the
-        # restart took longer than the first delay: either way, not in the room.
-        page.wait_for_selector("#status:not([data-state=online])")
+        cut_off(page, tracked.context, d)
         with ChatClient(d.ws_url, "carol") as carol:
             missed = [carol.say(f"missed {n}") for n in range(3)]
         assert [m["text"] for m in shown(page)] == ["before 0", "before 1", "before 2"]

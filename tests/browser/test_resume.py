@@ -15,7 +15,15 @@ from playwright.sync_api import Page, WebSocketRoute
 from pichat.state_dir import HISTORY_FILE
 from tests.browser.chat import ChatClient, stored_history
 from tests.browser.conftest import Tracked
-from tests.browser.pages import join, joins_sent, say, shown, wait_for_message, wait_online
+from tests.browser.pages import (
+    cut_off,
+    join,
+    joins_sent,
+    say,
+    shown,
+    wait_for_message,
+    wait_online,
+)
 from tests.browser.test_reconnect import wait_until_shown
 from tests.daemon import TIMEOUT, Daemon
 
@@ -196,9 +204,7 @@ def test_long_resume_comes_in_pages_with_live_messages_in_between(
             before = [carol.say(f"before {n}") for n in range(3)]
         wait_until_shown(page, [m["id"] for m in before])
         # Offline keeps the page from reconnecting while it misses messages.
-        tracked.context.set_offline(True)
-        d.restart()
-        page.wait_for_selector("#status[data-state=waiting]")
+        cut_off(page, tracked.context, d)
         with ChatClient(d.ws_url, "carol") as carol:
             missed = [carol.say(f"missed {n}") for n in range(23)]
             tap.hold = True
@@ -254,9 +260,7 @@ def test_a_drop_during_the_catch_up_resumes_after_the_last_page(
         tap = SocketTap()
         page.route_web_socket(d.ws_url, tap)
         join(page, d.http_url, "reader")
-        tracked.context.set_offline(True)
-        d.restart()
-        page.wait_for_selector("#status[data-state=waiting]")
+        cut_off(page, tracked.context, d)
         with ChatClient(d.ws_url, "carol") as carol:
             missed = [carol.say(f"missed {n}") for n in range(12)]
             tap.hold = True
