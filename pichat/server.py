@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import http
 import logging
 import time
@@ -24,7 +25,6 @@ from typing import TYPE_CHECKING, cast
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers, MultipleValuesError
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import __version__
@@ -299,15 +299,18 @@ class ChatServer:
             )
         try:
             self.chat.opened(client)
-            async for data in conn:
-                self.chat.received(client, data)
-                if client.join_timer is not None and client.name is not None:
-                    client.join_timer.cancel()
-                    client.join_timer = None
-        except ConnectionClosed:
-            pass
+            # Messages arrive through Connection.listen, straight from data_received;
+            # the handler only waits for the end (see Connection).
+            conn.listen(functools.partial(self._received, client))
+            await conn.wait_closed()
         finally:
             self._forget(client)
+
+    def _received(self, client: Client, data: str | bytes) -> None:
+        self.chat.received(client, data)
+        if client.join_timer is not None and client.name is not None:
+            client.join_timer.cancel()
+            client.join_timer = None
 
     def _join_expired(self, client: Client) -> None:
         client.join_timer = None
