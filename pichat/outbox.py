@@ -62,7 +62,16 @@ class Connection(ServerConnection):
 
     # Slots, not instance attributes: past 30 keys CPython stops sharing the
     # keys of instance dicts, and every connection would carry a 1.5 KiB dict.
-    __slots__ = ("head", "method", "awaiting_pong", "on_lost", "on_message", "_parts", "_early")
+    __slots__ = (
+        "head",
+        "method",
+        "awaiting_pong",
+        "on_lost",
+        "on_message",
+        "_parts",
+        "_early",
+        "ended",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -75,6 +84,9 @@ class Connection(ServerConnection):
         self._parts: list[Any] | None = None
         #: Messages that came before :meth:`listen` (reading is paused meanwhile).
         self._early: list[str | bytes] | None = None
+        #: Done when the TCP connection is lost: what the handler waits for (one
+        #: future; ``wait_closed()`` shields, which costs two closures a connection).
+        self.ended: asyncio.Future[None] = self.loop.create_future()
 
     def listen(self, on_message: Callable[[str | bytes], None]) -> None:
         """Deliver every message to ``on_message`` from now on, the early ones first."""
@@ -179,6 +191,8 @@ class Connection(ServerConnection):
         try:
             super().connection_lost(exc)
         finally:
+            if not self.ended.done():
+                self.ended.set_result(None)
             on_lost, self.on_lost = self.on_lost, None
             if on_lost is not None:
                 on_lost(self)

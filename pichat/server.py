@@ -302,7 +302,7 @@ class ChatServer:
             # Messages arrive through Connection.listen, straight from data_received;
             # the handler only waits for the end (see Connection).
             conn.listen(functools.partial(self._received, client))
-            await conn.wait_closed()
+            await conn.ended
         finally:
             self._forget(client)
 
