@@ -18,10 +18,12 @@ This is the only module that writes to a transport. Two choices shape it:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
+from websockets.asyncio.messages import Assembler
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode, Opcode
 from websockets.frames import Frame as WireFrame
@@ -40,6 +42,28 @@ logger = logging.getLogger(__name__)
 SLOW_CLIENT_GRACE = 2.0
 PING_PAYLOAD = b"pich"
 DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
+class _NoMessages:
+    """Stands in for websockets' message queue (an ``Assembler``, 1 KiB a connection).
+
+    pichat takes every message in :meth:`Connection.process_event`, so nothing is
+    ever put here; ``recv()`` on a pichat connection is a programming error.
+    """
+
+    __slots__ = ()
+
+    def put(self, frame: object) -> None:
+        raise RuntimeError("pichat connections deliver messages through Connection.listen")
+
+    async def get(self, decode: bool | None = None) -> str | bytes:
+        raise RuntimeError("pichat connections deliver messages through Connection.listen")
+
+    def close(self) -> None:
+        """Called by websockets when the connection is lost: nothing to release."""
+
+
+NO_MESSAGES = _NoMessages()
 
 
 class Connection(ServerConnection):
@@ -87,6 +111,14 @@ class Connection(ServerConnection):
         #: Done when the TCP connection is lost: what the handler waits for (one
         #: future; ``wait_closed()`` shields, which costs two closures a connection).
         self.ended: asyncio.Future[None] = self.loop.create_future()
+        # websockets keeps its drain waiters in a deque, and an empty deque is
+        # 0.75 KiB; a list does the same here (append, remove, iterate), empty in 56 bytes.
+        self.drain_waiters = cast("collections.deque[asyncio.Future[None]]", [])
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """As websockets, but without its message queue: :meth:`listen` replaces it."""
+        super().connection_made(transport)
+        self.recv_messages = cast(Assembler, NO_MESSAGES)
 
     def listen(self, on_message: Callable[[str | bytes], None]) -> None:
         """Deliver every message to ``on_message`` from now on, the early ones first."""
