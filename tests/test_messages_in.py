@@ -102,3 +102,29 @@ async def test_pings_are_still_answered(daemon: Daemon) -> None:
     pong = await ws.ping(b"x")
     await asyncio.wait_for(pong, TIMEOUT)
     await ws.close()
+
+
+def test_shared_empty_headers_cannot_be_filled() -> None:
+    """The one empty Headers every open connection shares refuses every change."""
+    from pichat.server import NO_HEADERS
+
+    for change in (
+        lambda: NO_HEADERS.__setitem__("X", "1"),
+        lambda: NO_HEADERS.update({"X": "1"}),
+        lambda: NO_HEADERS.set_insecure("X", "1"),
+        NO_HEADERS.clear,
+    ):
+        with pytest.raises(TypeError):
+            change()
+    assert len(NO_HEADERS) == 0 and NO_HEADERS.get("Host") is None
+
+
+async def test_open_connections_drop_their_handshake_headers(daemon: Daemon) -> None:
+    """Once open, a connection keeps no handshake headers (and still works)."""
+    ws, _ = await join(daemon, "alice")
+    (client,) = daemon.server.outbox.clients
+    assert client.connection.request is not None
+    assert len(client.connection.request.headers) == 0
+    await say(ws, "hello")
+    assert (await recv_type(ws, "message"))["text"] == "hello"
+    await ws.close()
