@@ -18,12 +18,16 @@ This is the only module that writes to a transport. Two choices shape it:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
+from websockets.asyncio.messages import Assembler
 from websockets.asyncio.server import ServerConnection
-from websockets.protocol import State
+from websockets.frames import CloseCode, Opcode
+from websockets.frames import Frame as WireFrame
+from websockets.protocol import Event, State
 
 from .chat import Dialect, Member
 from .protocol import Frame
@@ -37,6 +41,29 @@ logger = logging.getLogger(__name__)
 #: How long a client dropped for being too slow gets to read its close frame.
 SLOW_CLIENT_GRACE = 2.0
 PING_PAYLOAD = b"pich"
+DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
+class _NoMessages:
+    """Stands in for websockets' message queue (an ``Assembler``, 1 KiB a connection).
+
+    pichat takes every message in :meth:`Connection.process_event`, so nothing is
+    ever put here; ``recv()`` on a pichat connection is a programming error.
+    """
+
+    __slots__ = ()
+
+    def put(self, frame: object) -> None:
+        raise RuntimeError("pichat connections deliver messages through Connection.listen")
+
+    async def get(self, decode: bool | None = None) -> str | bytes:
+        raise RuntimeError("pichat connections deliver messages through Connection.listen")
+
+    def close(self) -> None:
+        """Called by websockets when the connection is lost: nothing to release."""
+
+
+NO_MESSAGES = _NoMessages()
 
 
 class Connection(ServerConnection):
@@ -49,11 +76,26 @@ class Connection(ServerConnection):
       a frame written now, never an ``await``.
     - ``on_lost`` runs exactly once when the TCP connection ends, on every path
       (an abandoned handshake too): admission is released there.
+    - Messages go to ``on_message`` straight from ``data_received`` (:meth:`listen`),
+      not through websockets' message queue to a ``recv()`` in the handler: the
+      queue, the handler task's wake-up and its ``async for`` chain cost about
+      1 KiB a connection and a loop turn per message. Fragments are joined here
+      (websockets' protocol bounds their total by the frame size limit), text is
+      decoded strictly (invalid UTF-8 closes with 1007, as ``recv()`` would).
     """
 
     # Slots, not instance attributes: past 30 keys CPython stops sharing the
     # keys of instance dicts, and every connection would carry a 1.5 KiB dict.
-    __slots__ = ("head", "method", "awaiting_pong", "on_lost")
+    __slots__ = (
+        "head",
+        "method",
+        "awaiting_pong",
+        "on_lost",
+        "on_message",
+        "_parts",
+        "_early",
+        "ended",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -61,6 +103,91 @@ class Connection(ServerConnection):
         self.method = "GET"
         self.awaiting_pong = False
         self.on_lost: Callable[[Connection], None] | None = None
+        self.on_message: Callable[[str | bytes], None] | None = None
+        #: The fragments of a message being received, its first opcode first.
+        self._parts: list[Any] | None = None
+        #: Messages that came before :meth:`listen` (reading is paused meanwhile).
+        self._early: list[str | bytes] | None = None
+        #: Done when the TCP connection is lost: what the handler waits for (one
+        #: future; ``wait_closed()`` shields, which costs two closures a connection).
+        self.ended: asyncio.Future[None] = self.loop.create_future()
+        # websockets keeps its drain waiters in a deque, and an empty deque is
+        # 0.75 KiB; a list does the same here (append, remove, iterate), empty in 56 bytes.
+        self.drain_waiters = cast("collections.deque[asyncio.Future[None]]", [])
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """As websockets, but without its message queue: :meth:`listen` replaces it."""
+        super().connection_made(transport)
+        self.recv_messages = cast(Assembler, NO_MESSAGES)
+
+    def listen(self, on_message: Callable[[str | bytes], None]) -> None:
+        """Deliver every message to ``on_message`` from now on, the early ones first."""
+        self.on_message = on_message
+        early, self._early = self._early, None
+        if early is not None:
+            for message in early:
+                self._deliver(message)
+            self.transport.resume_reading()
+
+    def process_event(self, event: Event) -> None:
+        """Data frames to :meth:`_deliver`; the request and control frames as before."""
+        if not isinstance(event, WireFrame) or event.opcode not in DATA_OPCODES:
+            super().process_event(event)
+            return
+        parts = self._parts
+        if event.opcode is Opcode.CONT:
+            if parts is None:
+                return  # after a failure: the protocol checks the sequence itself
+            parts.append(event.data)
+            if not event.fin:
+                return
+            self._parts = None
+            text = parts[0] is Opcode.TEXT
+            data: Any = b"".join(parts[1:])
+        elif not event.fin:
+            self._parts = [event.opcode, event.data]
+            return
+        else:
+            text = event.opcode is Opcode.TEXT
+            data = event.data
+        if not text:
+            self._deliver(bytes(data))
+            return
+        try:
+            message = str(data, "utf-8")
+        except UnicodeDecodeError as exc:
+            self._fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+            return
+        self._deliver(message)
+
+    def _deliver(self, message: str | bytes) -> None:
+        on_message = self.on_message
+        if on_message is None:
+            # The handler has not started yet: keep the message for it, read no more.
+            if self._early is None:
+                self._early = []
+                self.transport.pause_reading()
+            self._early.append(message)
+            return
+        if self.protocol.state is State.CLOSED:
+            return
+        try:
+            on_message(message)
+        except Exception:
+            self.logger.error("message handler failed", exc_info=True)
+            self._fail(CloseCode.INTERNAL_ERROR, "")
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close with ``code``; the transport is aborted if the client does not follow."""
+        self._parts = None
+        if self.protocol.state is not State.OPEN:
+            return
+        self.protocol.fail(code, reason)
+        try:
+            self.send_data()
+        except Exception:
+            logger.debug("close frame not sent", exc_info=True)
+        self.loop.call_later(SLOW_CLIENT_GRACE, self.transport.abort)
 
     def data_received(self, data: bytes) -> None:
         """Pass the request head through :class:`RequestHead` first."""
@@ -96,6 +223,8 @@ class Connection(ServerConnection):
         try:
             super().connection_lost(exc)
         finally:
+            if not self.ended.done():
+                self.ended.set_result(None)
             on_lost, self.on_lost = self.on_lost, None
             if on_lost is not None:
                 on_lost(self)
