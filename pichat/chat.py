@@ -13,6 +13,7 @@ engine dispatches to the member's dialect and never asks which one it is.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -233,8 +234,8 @@ class Chat(Generic[M]):
         """
         if self.roster is None:
             return room.people_page(after)
-        everyone = room.people() + self.roster.others(room.name)
-        return everyone[after : after + LISTED]
+        everyone = itertools.chain(room.people(), self.roster.others(room.name))
+        return list(itertools.islice(everyone, after, after + LISTED))
 
     def _enter(self, member: M, command: Join, moderator: bool) -> None:
         """The join, once admitted (for a moderator, after the password check)."""
@@ -270,6 +271,7 @@ class Chat(Generic[M]):
         if resumed:
             # What moderators removed while the page was away, so it shows it no more.
             state.update(rules.removed(command.since or 0))
+        count = self.headcount(room)
         welcome = welcome_frame(
             name=name,
             avatar=command.avatar,
@@ -280,8 +282,8 @@ class Chat(Generic[M]):
             online=room.listing()
             if self.roster is None
             else people_json(self.people_page(room, 0)),
-            count=self.headcount(room),
-            online_more=self.headcount(room) > LISTED,
+            count=count,
+            online_more=count > LISTED,
             resumed=resumed,
             gap=gap,
             epoch=room.epoch,

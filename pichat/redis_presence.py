@@ -27,7 +27,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -107,9 +107,9 @@ class RedisPresence:
 
     # The engine's hooks.
 
-    def others(self, room: str) -> list[Person]:
-        """The room's members on the other daemons."""
-        return list(self.remote.get(room, {}).values())
+    def others(self, room: str) -> Collection[Person]:
+        """The room's members on the other daemons (a view of :attr:`remote`)."""
+        return self.remote.get(room, {}).values()
 
     def online_elsewhere(self, room: str, name: str) -> bool:
         """Whether a member of this name is online on another daemon."""
@@ -223,19 +223,12 @@ class RedisPresence:
         if members.get(key) == person:
             return
         members[key] = person
-        self._tell(room, "join", person)
+        self.chat.presence.guest_joined(self.chat.rooms[room], person)
 
     def _remote_left(self, room: str, key: str) -> None:
         person = self.remote.get(room, {}).pop(key, None)
         if person is not None:
-            self._tell(room, "leave", person)
-
-    def _tell(self, room_name: str, kind: str, person: Person) -> None:
-        room = self.chat.rooms[room_name]
-        if kind == "join":
-            self.chat.presence.guest_joined(room, person)
-        else:
-            self.chat.presence.guest_left(room, person[0])
+            self.chat.presence.guest_left(self.chat.rooms[room], person[0])
 
     def room_reset(self, room: str) -> None:
         """A room started over: its remote members are read again at the next beat."""

@@ -8,7 +8,7 @@ the members of every daemon. Kept as a protocol here so the engine stays sans I/
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from .protocol import Join
@@ -34,8 +34,12 @@ class Roster(Protocol):
     def typing(self, room: str, name: str) -> None:
         """A member of this daemon is typing (already throttled): tell the other daemons."""
 
-    def others(self, room: str) -> list[tuple[str, str, bool]]:
-        """``(name, avatar, moderator)`` of the room's members on the other daemons."""
+    def others(self, room: str) -> Collection[tuple[str, str, bool]]:
+        """``(name, avatar, moderator)`` of the room's members on the other daemons.
+
+        A live view, not a copy: counting it is what every presence frame and
+        welcome does, and must not cost a list of the whole room.
+        """
 
     def online_elsewhere(self, room: str, name: str) -> bool:
         """Whether someone of this name (by key) is online on another daemon."""

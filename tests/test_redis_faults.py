@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import join, recv, recv_type, say
+from tests.conftest import join, recv, recv_presence, recv_type, say
 from tests.daemon import TIMEOUT
 from tests.http import raw_get
 from tests.redis_fixtures import cluster, cluster_config, redis
 from tests.redis_server import RedisServer
-from tests.test_redis_presence import presence
 
 __all__ = ["cluster", "redis"]  # fixtures
 
@@ -210,7 +209,7 @@ async def test_kill_9_of_a_daemon_under_load(
     seen = await recv_type(wa, "message")
     a.kill()
     # The TTL (3 s here) plus one beat is well inside the wait's bound (TIMEOUT).
-    left = await presence(watcher, "leave", "amy")
+    left = await recv_presence(watcher, left="amy")
     assert "amy" in left["left"]
     await sending
     await lb.until("b99")

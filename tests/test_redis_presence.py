@@ -14,23 +14,16 @@ from tests.test_moderation_server import join as join_with_password
 __all__ = ["cluster", "redis"]  # fixtures
 
 
-async def presence(ws: Any, event: str, name: str) -> Any:
-    """The next (coalesced) presence frame telling that ``name`` joined or left."""
-    if event == "join":
-        return await recv_presence(ws, joined=name)
-    return await recv_presence(ws, left=name)
-
-
 async def test_online_join_and_leave_span_the_daemons(cluster: Any) -> None:
     """welcome.online lists everyone on every daemon; joins and leaves reach all."""
     a, b = await cluster(2)
     wa, _ = await join(a, "alice")
     wb, welcome = await join(b, "bob")
     assert {p["name"] for p in welcome["online"]} == {"alice", "bob"}
-    joined = await presence(wa, "join", "bob")
+    joined = await recv_presence(wa, joined="bob")
     assert joined["count"] == 2
     await wb.close()
-    left = await presence(wa, "leave", "bob")
+    left = await recv_presence(wa, left="bob")
     assert left["count"] == 1
     await wa.close()
 
@@ -47,7 +40,7 @@ async def test_counts_and_online_pages_span_the_daemons(cluster: Any) -> None:
     page = await recv_type(wb, "online")
     assert page["count"] == 6 and len(page["online"]) == 2
     await on_a[0].close()
-    left = await presence(wb, "leave", "a0")
+    left = await recv_presence(wb, left="a0")
     assert left["count"] == 5
     for ws in [*on_a[1:], *on_b, wb]:
         await ws.close()
@@ -83,7 +76,7 @@ async def test_kick_on_a_removes_a_member_of_b(cluster: Any) -> None:
     a, b = await cluster(2, **CONFIG)
     mod, _ = await join_with_password(a, "alice", password=PASSWORD)
     wb, _ = await join(b, "bob")
-    await presence(mod, "join", "bob")
+    await recv_presence(mod, joined="bob")
     await mod.send(json.dumps({"type": "kick", "name": "bob", "reason": "spam"}))
     assert (await recv_type(mod, "done"))["action"] == "kick"
     code, reason = await closed(wb)
@@ -139,7 +132,7 @@ async def test_ban_on_a_of_a_member_of_b_bans_his_address_on_b(cluster: Any) -> 
     a, b = await cluster(2, **CONFIG)
     mod, _ = await join_with_password(a, "alice", password=PASSWORD)
     wb, _ = await join_with_password(b, "bob", connect=BOB)
-    await presence(mod, "join", "bob")
+    await recv_presence(mod, joined="bob")
     await mod.send(json.dumps({"type": "ban", "name": "bob", "minutes": 5}))
     assert (await recv_type(mod, "done"))["action"] == "ban"
     code, _ = await closed(wb)
@@ -164,7 +157,7 @@ async def test_a_daemon_that_stops_cleanly_takes_its_members_out_at_once(cluster
     wb, welcome = await join(b, "bob")
     assert "amy" in {p["name"] for p in welcome["online"]}
     assert await a.stop() == 0
-    left = await presence(wb, "leave", "amy")
+    left = await recv_presence(wb, left="amy")
     assert left["count"] == 1
     again, joined = await join(b, "amy")
     assert joined["you"]["name"] == "amy"
