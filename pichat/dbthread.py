@@ -40,6 +40,9 @@ class DatabaseThread:
         self.name = name
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        #: Calls queued or running (or answered, not yet awaited back): while
+        #: this is not zero the thread may be using the database.
+        self.busy = 0
 
     async def call(self, function: Callable[[], _T]) -> _T:
         """``function()`` on the thread; its result or its exception, here."""
@@ -51,7 +54,11 @@ class DatabaseThread:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
         self._jobs.put((function, loop, future))
-        return await future
+        self.busy += 1
+        try:
+            return await future
+        finally:
+            self.busy -= 1
 
     def stop(self) -> None:
         """Finish the calls queued, then end the thread (a later call starts another)."""

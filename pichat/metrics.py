@@ -77,7 +77,7 @@ class Metrics:
         #: Commit times so far: a count per bucket of COMMIT_BUCKETS (and +Inf), the sum.
         self.commit_buckets = [0] * (len(COMMIT_BUCKETS) + 1)
         self.commit_sum = 0.0
-        self._lock = threading.Lock()  # observed from the store's thread
+        self._lock = threading.Lock()  # observed from the loop or the store's thread
         self._exporter: Exporter | None = None
 
     def configure(self, allowed: Iterable[str]) -> None:
@@ -90,7 +90,7 @@ class Metrics:
         store.commit_observer = self.observe_commit
 
     def observe_commit(self, seconds: float) -> None:
-        """One write transaction took ``seconds`` (called from the store's thread)."""
+        """One write transaction took ``seconds`` (called from the thread that committed)."""
         index = bisect.bisect_left(COMMIT_BUCKETS, seconds)
         with self._lock:
             self.commit_buckets[index] += 1

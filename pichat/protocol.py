@@ -181,8 +181,19 @@ def _v1_frame(message: Message) -> bytes:
 
 def format_date(epoch_ms: int) -> str:
     """ISO 8601 UTC with milliseconds and ``Z``, e.g. ``2026-11-26T07:17:06.123Z``."""
-    moment = datetime.datetime.fromtimestamp(epoch_ms // 1000, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+    global _last_second  # a one-entry cache, see below
+    seconds, millis = divmod(epoch_ms, 1000)
+    second, prefix = _last_second
+    if seconds != second:
+        # Every message is dated, and messages come in bursts within a second:
+        # the date-time part is formatted once per second, not per message.
+        moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+        prefix = moment.strftime("%Y-%m-%dT%H:%M:%S.")
+        _last_second = (seconds, prefix)
+    return f"{prefix}{millis:03d}Z"
+
+
+_last_second: tuple[int, str] = (-1, "")
 
 
 def _bounded_int(digits: str) -> int | float:
@@ -191,10 +202,15 @@ def _bounded_int(digits: str) -> int | float:
     return int(digits) if len(digits) <= 20 else math.inf
 
 
+#: ``json.loads(data, parse_int=...)`` builds a decoder and its scanner on every
+#: call; every frame a client sends goes through this one.
+_DECODER = json.JSONDecoder(parse_int=_bounded_int)
+
+
 def load_object(data: str) -> dict[str, Any]:
     """A frame's JSON object; raises ``bad_json`` or ``bad_frame``."""
     try:
-        frame = json.loads(data, parse_int=_bounded_int)
+        frame = _DECODER.decode(data)
     except ValueError:
         raise ProtocolError("bad_json", "frame is not valid JSON") from None
     except RecursionError:

