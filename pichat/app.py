@@ -263,7 +263,12 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
     async def reload(self, chat: ChatServer) -> None:
-        """Re-read the configuration; a bad one leaves the running one in place."""
+        """Re-read the configuration; a bad one leaves the running one in place.
+
+        The check runs in a child process (:mod:`.config_child`), awaited with a
+        timeout: the daemon never imports pydantic, and the loop keeps serving.
+        A child that fails or hangs counts as a bad configuration.
+        """
         async with self._reload_lock:
             self.notifier.reloading()
             logger.info("reloading the configuration")
