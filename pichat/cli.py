@@ -267,8 +267,9 @@ def _load(path: Path | None) -> Settings | None:
 def _serve(explicit: Path | None) -> int:
     """Run the daemon; its configuration is validated in a child process.
 
-    The child runs while this process imports the daemon's modules, so the check
-    costs little start-up time, and pydantic is never loaded here (about 20 MiB).
+    The child runs while this process imports the daemon's modules (measured: the
+    start to READY=1 takes about 0.1 s longer), and pydantic is never loaded here
+    (about 20 MiB of the daemon's idle RSS).
     """
     try:
         pending = config_child.start(explicit)
