@@ -20,19 +20,24 @@ import socket
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Subprotocol
 
-from . import __version__
+from . import __version__, config_child
+from .config_child import ChildFailed
 from .control import ControlServer
 from .outbox import Connection
 from .server import DIALECTS, ChatServer
-from .settings import ConfigError, Settings, load
+from .settings_values import ConfigError
 from .state_dir import HISTORY_FILE, StateLock, StoreError
 from .store import Store
 from .systemd import Notifier, SystemdEnvironment, Watchdog, inherited_sockets
 from .tls import TLSError, reload_context, server_context
+
+if TYPE_CHECKING:
+    from .settings import Settings  # pydantic: the daemon holds plain values (settings_values)
 
 __all__ = ["EX_CANTCREAT", "EX_UNAVAILABLE", "Daemon", "run"]
 
@@ -105,6 +110,8 @@ class Daemon:
         #: The TLS context every connection shares (``None``: plain HTTP).
         self.tls: ssl.SSLContext | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Seconds a reload's configuration check may take before it is killed.
+        self.config_timeout = config_child.TIMEOUT
 
     async def run(self) -> int:
         """Start up, serve until told to stop, shut down; the process exit code."""
@@ -256,13 +263,19 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
     async def reload(self, chat: ChatServer) -> None:
-        """Re-read the configuration; a bad one leaves the running one in place."""
+        """Re-read the configuration; a bad one leaves the running one in place.
+
+        The check runs in a child process (:mod:`.config_child`), awaited with a
+        timeout: the daemon never imports pydantic, and the loop keeps serving.
+        A child that fails or hangs counts as a bad configuration.
+        """
         async with self._reload_lock:
             self.notifier.reloading()
             logger.info("reloading the configuration")
             try:
-                settings = load(self.config_file)
-            except ConfigError as exc:
+                # In a child process: pydantic stays out of the daemon.
+                settings = await config_child.validate(self.config_file, self.config_timeout)
+            except (ConfigError, ChildFailed) as exc:
                 logger.error("reload failed, keeping the running configuration: %s", exc)
             else:
                 self._reload_tls(settings)

@@ -18,18 +18,24 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import __version__, config_child
 from .addresses import parse_address
+from .config_child import ChildFailed
 from .control import ControlError, describe, request
 from .passwords import hash_password
-from .settings import ConfigError, Settings, config_path, dump_toml, load
+from .settings_values import ConfigError
 from .systemd import JournalFormatter, systemd_environment
+
+if TYPE_CHECKING:
+    # pydantic: `pichat serve` validates in a child (config_child) and never loads it.
+    from .settings import Settings
 
 __all__ = ["EX_CONFIG", "main"]
 
 EX_CONFIG = 78  # sysexits(3): configuration error
+EX_SOFTWARE = 70  # sysexits(3): internal error (the configuration check gave no answer)
 EX_DATAERR = 65  # sysexits(3): bad input (an empty or mismatched password, a refused request)
 EX_UNAVAILABLE = 69  # sysexits(3): the daemon cannot be reached
 
@@ -242,14 +248,43 @@ def _history_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _print_config_error(exc: ConfigError) -> None:
+    print(f"pichat: invalid configuration ({exc.source}):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
 def _load(path: Path | None) -> Settings | None:
+    from .settings import load
+
     try:
         return load(path)
     except ConfigError as exc:
-        print(f"pichat: invalid configuration ({exc.source}):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _print_config_error(exc)
         return None
+
+
+def _serve(explicit: Path | None) -> int:
+    """Run the daemon; its configuration is validated in a child process.
+
+    The child runs while this process imports the daemon's modules (measured: the
+    start to READY=1 takes about 0.1 s longer), and pydantic is never loaded here
+    (about 20 MiB of the daemon's idle RSS).
+    """
+    try:
+        pending = config_child.start(explicit)
+        from .app import run  # the daemon's imports, while the child validates
+
+        settings, path = pending.result()
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EX_CONFIG
+    except ChildFailed as exc:
+        print(f"pichat: {exc}", file=sys.stderr)
+        return EX_SOFTWARE
+    env = systemd_environment()
+    _setup_logging(settings.log_level, env.journal)
+    return run(settings, path, env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hash-password":
         return _hash_password()
+    if args.command == "serve":
+        return _serve(args.config)
+    from .settings import config_path, dump_toml  # the other commands validate in-process
+
     path = config_path(args.config)
     settings = _load(path)
     if settings is None:
@@ -265,12 +304,6 @@ def main(argv: list[str] | None = None) -> int:
         return _history_command(args, settings)
     if args.command == "ctl":
         return _ctl(args, settings)
-    if args.command == "check-config":
-        print(f"# pichat {__version__}: configuration in effect ({path or 'no file'})")
-        print(dump_toml(settings), end="")
-        return 0
-    env = systemd_environment()
-    _setup_logging(settings.log_level, env.journal)
-    from .app import run  # the daemon's imports are not needed to check a config
-
-    return run(settings, path, env)
+    print(f"# pichat {__version__}: configuration in effect ({path or 'no file'})")
+    print(dump_toml(settings), end="")
+    return 0

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -44,6 +46,7 @@ from .config_values import (
     check_proxies,
     check_redis_url,
 )
+from .settings_values import ConfigError, control_path, site_document_root
 from .validation import name_key
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "ModeratorConfig",
     "Settings",
     "SiteConfig",
+    "child_main",
     "config_path",
     "dump_toml",
     "load",
@@ -211,20 +215,11 @@ class Settings(BaseSettings):
 
     def control_path(self) -> Path:
         """Where the control socket is (``control_socket``, else in ``state_dir``)."""
-        return Path(self.control_socket) if self.control_socket else self.state_dir / "control.sock"
+        return control_path(self.control_socket, self.state_dir)
 
     def site_document_root(self, site: SiteConfig) -> Path:
         """The directory a site serves: its own, else the top-level one."""
-        return site.document_root if site.document_root is not None else self.document_root
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; ``problems`` holds one line per bad key."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__(f"invalid configuration ({source}):\n" + "\n".join(problems))
+        return site_document_root(site.document_root, self.document_root)
 
 
 def config_path(explicit: Path | None) -> Path | None:
@@ -323,3 +318,43 @@ def dump_toml(settings: Settings) -> str:
         else:
             lines.append(f"{name} = {_toml_value(value)}")
     return "\n".join(lines + tables) + "\n"
+
+
+def child_main(argv: list[str]) -> int:
+    """``python -m pichat.settings``: validate, and answer the daemon on stdout.
+
+    The daemon never imports pydantic (about 20 MiB of an idle Pi's memory), so it
+    runs this in a child process (:mod:`pichat.config_child`) at start and on every
+    reload. The child inherits the daemon's environment, a configuration source.
+
+    Args:
+        argv: nothing (the file ``config_path(None)`` finds), ``--file FILE``
+            (that file) or ``--no-file`` (defaults and environment only).
+
+    Returns:
+        0 once the answer is written: a pickle of ``{"path": ..., "settings":
+        Settings.model_dump()}`` or, for a :class:`ConfigError`, ``{"path": ...,
+        "source": ..., "problems": [...]}``; 64 (EX_USAGE) for bad arguments.
+        Anything else (a traceback, an exit without an answer) is the daemon's to report.
+    """
+    if argv == ["--no-file"]:
+        path = None
+    elif len(argv) == 2 and argv[0] == "--file":
+        path = Path(argv[1])
+    elif not argv:
+        path = config_path(None)
+    else:
+        print("usage: python -m pichat.settings [--file FILE | --no-file]", file=sys.stderr)
+        return 64
+    answer: dict[str, object] = {"path": path}
+    try:
+        answer["settings"] = load(path).model_dump()
+    except ConfigError as exc:
+        answer.update(source=exc.source, problems=exc.problems)
+    sys.stdout.buffer.write(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+    sys.stdout.buffer.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:]))

@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .settings import Settings
+if TYPE_CHECKING:
+    from .settings import Settings
 
 __all__ = ["Site", "SiteTable", "host_name", "origin_allowed"]
 

@@ -430,11 +430,16 @@ def test_version() -> None:
 
 
 def test_serve_with_bad_config_exits_78(workdir: Path) -> None:
-    """serve with a bad configuration exits 78 before listening, naming the bad keys."""
+    """serve with a bad configuration exits 78 before listening, naming the bad keys.
+
+    Its check runs in a child process; what it prints is check-config's text, to the byte.
+    """
     path = write(workdir, BAD)
     result = pichat("serve", "--config", str(path), cwd=workdir)
     assert result.returncode == 78
     assert "  port:" in result.stderr and "  colour:" in result.stderr
+    assert result.stderr == pichat("check-config", "--config", str(path), cwd=workdir).stderr
+    assert result.stdout == ""
 
 
 # Moderators.
