@@ -27,8 +27,8 @@ from websockets.typing import Subprotocol
 
 from . import __version__, config_child
 from .config_child import ChildFailed
+from .connection import Connection
 from .control import ControlServer
-from .outbox import Connection
 from .server import DIALECTS, ChatServer
 from .settings_values import ConfigError
 from .state_dir import HISTORY_FILE, StateLock, StoreError

@@ -30,9 +30,10 @@ from websockets.http11 import Request, Response
 from . import __version__
 from .addresses import address_key, client_address, parse_networks
 from .chat import V1, Chat, ChatConfig, Dialect
+from .connection import Connection
 from .legacy import LEGACY
 from .metrics import Metrics
-from .outbox import Client, Connection, Outbox
+from .outbox import Client, Outbox
 from .passwords import PasswordHash, verify_password
 from .ratelimit import LogThrottle
 from .sites import Site, SiteTable, origin_allowed
