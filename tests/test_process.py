@@ -121,14 +121,23 @@ async def test_slow_reader_is_dropped_and_delays_nobody(daemon_factory: Any) -> 
     slow.transport.pause_reading()  # stops reading: the kernel buffers fill up
     count = 600  # 18 MB: more than loopback's socket buffers can absorb
 
-    async def collect(ws: Any) -> list[str]:
-        texts: list[str] = []
+    received: list[list[str]] = [[], []]
+
+    async def collect(ws: Any, texts: list[str]) -> list[str]:
         while len(texts) < count:
             texts.append((await recv_type(ws, "message", timeout=TIMEOUT * 3))["text"][:5])
         return texts
 
-    readers = [asyncio.create_task(collect(reader)), asyncio.create_task(collect(writer))]
+    readers = [
+        asyncio.create_task(collect(ws, texts))
+        for ws, texts in zip((reader, writer), received, strict=True)
+    ]
     for index in range(count):
+        # The readers keep up (at most 20 messages, 600 kB, behind): they share
+        # this process with the writer, and a server faster than they read
+        # would rightly drop them too.
+        while min(map(len, received)) < index - 20:
+            await asyncio.sleep(0.001)
         await say(writer, f"{index:05d}" + "x" * 30000)
     expected = [f"{i:05d}" for i in range(count)]
     assert await asyncio.gather(*readers) == [expected, expected]
