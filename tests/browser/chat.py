@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 import ssl
-from contextlib import ExitStack
-from typing import Any
+import threading
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
 
+from websockets.asyncio.client import ClientConnection as AsyncConnection
+from websockets.asyncio.client import connect as async_connect
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 
-from tests.daemon import TIMEOUT
+from tests.daemon import TIMEOUT, Daemon
+
+T = TypeVar("T")
 
 SUBPROTOCOL = "pichat.v1"
 
@@ -116,3 +127,113 @@ def stored_history(url: str) -> list[dict[str, Any]]:
             history += page["messages"]
             more = page["more"]
         return history
+
+
+@contextmanager
+def paused(daemon: Daemon) -> Iterator[None]:
+    """The daemon stopped (SIGSTOP, every thread of it) inside the block, resumed after."""
+    assert daemon.process is not None
+    pid = daemon.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # kill() returns before the signal has stopped the threads: wait until it has.
+        tasks = Path(f"/proc/{pid}/task")
+        while not all(_stopped(task / "stat") for task in tasks.iterdir()):
+            threading.Event().wait(0.001)
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _stopped(stat: Path) -> bool:
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except FileNotFoundError:  # a thread that ended
+        return True
+
+
+class Crowd:
+    """Other people who join, and later leave, all in one presence tick.
+
+    Sending their frames together is not enough: the daemon handles each one as
+    it arrives, and on a loaded machine they spread over more than one 50 ms
+    tick. So the daemon is paused (:func:`paused`) while every join frame (or
+    close frame) is written, and resumed once all are in its sockets: its event
+    loop then reads them all in one turn, and asyncio runs the timers that are
+    due (the tick the first join arms) only after a turn's I/O callbacks.
+
+    Args:
+        daemon: the test's daemon.
+        names: one client per name.
+    """
+
+    def __init__(self, daemon: Daemon, names: Sequence[str]) -> None:
+        self.daemon = daemon
+        self.names = list(names)
+        self.sockets: list[AsyncConnection] = []
+        self.welcomes: list[dict[str, Any]] = []
+        # The sync Playwright driver keeps the test's thread: the clients get their own.
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(3 * TIMEOUT)
+
+    def join(self) -> None:
+        """Connect everyone, then send every join frame in one go; wait for the welcomes."""
+        self._run(self._join())
+
+    def leave(self) -> None:
+        """Send every close frame in one go and wait until the connections are closed."""
+        self._run(self._leave())
+
+    async def _join(self) -> None:
+        url = self.daemon.ws_url
+        self.sockets = list(
+            await asyncio.gather(
+                *(
+                    async_connect(url, subprotocols=[SUBPROTOCOL], open_timeout=TIMEOUT)
+                    for _ in self.names
+                )
+            )
+        )
+        frames = [json.dumps({"type": "join", "name": name, "avatar": ""}) for name in self.names]
+        with paused(self.daemon):
+            # send() writes to the socket before it returns (nothing is buffered yet).
+            await asyncio.gather(*(ws.send(f) for ws, f in zip(self.sockets, frames, strict=True)))
+        self.welcomes = list(await asyncio.gather(*(_welcome(ws) for ws in self.sockets)))
+
+    async def _leave(self) -> None:
+        with paused(self.daemon):
+            closing = [asyncio.create_task(ws.close()) for ws in self.sockets]
+            # A connection is CLOSING once close() wrote its close frame.
+            while not all(ws.state is State.CLOSING for ws in self.sockets):
+                await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(*closing), TIMEOUT)
+
+    def close(self) -> None:
+        """Close what is still open and stop the clients' thread."""
+        self._run(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(TIMEOUT)
+        self._loop.close()
+
+    async def _close(self) -> None:
+        await asyncio.gather(*(ws.close() for ws in self.sockets))
+
+    def __enter__(self) -> Crowd:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+async def _welcome(ws: AsyncConnection) -> dict[str, Any]:
+    """The welcome, once the frames before it are read (an error frame raises Refused)."""
+    while True:
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        if frame["type"] == "error":
+            raise Refused(frame)
+        if frame["type"] == "welcome":
+            return frame

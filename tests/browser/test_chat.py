@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.browser.chat import ChatClient
+from tests.browser.chat import ChatClient, Crowd
 from tests.browser.conftest import Tracked
 from tests.browser.pages import join, open_page, say, shown, wait_for_count, wait_online
 from tests.daemon import Daemon
@@ -78,6 +78,51 @@ def test_a_big_room_lists_a_hundred_online_then_everyone_on_request(
             page.wait_for_selector("#online-count >> text=103")
         page.wait_for_selector("#log .presence-leave >> text=late")
         assert page.inner_text("#online-count") == "102"
+
+
+#: The texts of the log's notices, and of its join and leave lines.
+NOTICES = "() => Array.from(document.querySelectorAll('#log .notice'), (n) => n.textContent)"
+PRESENCE_LINES = (
+    "() => Array.from(document.querySelectorAll('#log .presence'), (n) => n.textContent)"
+)
+
+
+def test_six_joining_at_once_show_one_summary_line_and_leaving_another(
+    tmp_path: Path, contexts: Contexts
+) -> None:
+    """Six others in one presence frame: one line "6 people joined.", 7 online; then "6 left."."""
+    names = [f"guest{number}" for number in range(6)]
+    with Daemon(tmp_path) as d:
+        page = contexts().new_page()
+        join(page, d.http_url, "alice")
+        with Crowd(d, names) as crowd:
+            crowd.join()
+            # The count and the log's lines come from the same frame, in one go.
+            page.wait_for_selector("#online-count >> text=7")
+            assert page.evaluate(NOTICES).count("6 people joined.") == 1
+            assert page.evaluate(PRESENCE_LINES) == []
+            listed = page.locator("#online-list .person-name").all_text_contents()
+            assert sorted(listed) == ["alice", *names]
+            crowd.leave()
+            page.wait_for_selector("#online-count >> text=1")
+            assert page.evaluate(NOTICES).count("6 left.") == 1
+            assert page.evaluate(PRESENCE_LINES) == []
+            assert page.locator("#online-list .person-name").all_text_contents() == ["alice"]
+
+
+def test_two_joining_at_once_show_a_line_each(tmp_path: Path, contexts: Contexts) -> None:
+    """Two others in one presence frame get a join line each, and a leave line each."""
+    with Daemon(tmp_path) as d:
+        page = contexts().new_page()
+        join(page, d.http_url, "alice")
+        with Crowd(d, ["bob", "carol"]) as crowd:
+            crowd.join()
+            page.wait_for_selector("#online-count >> text=3")
+            assert sorted(page.evaluate(PRESENCE_LINES)) == ["bob joined", "carol joined"]
+            crowd.leave()
+            page.wait_for_selector("#online-count >> text=1")
+            assert sorted(page.evaluate(PRESENCE_LINES)[2:]) == ["bob left", "carol left"]
+        assert not [n for n in page.evaluate(NOTICES) if "joined" in n or " left" in n]
 
 
 def test_messages_show_the_local_time(tmp_path: Path, contexts: Contexts) -> None:

@@ -179,6 +179,74 @@ def test_reload_with_a_broken_config_keeps_the_old_one(
     assert "rate_messages" in errors, errors
 
 
+def _processes(container: Container) -> list[int]:
+    """The service's processes (its cgroup's): the daemon and any child it left."""
+    group = container.show(UNIT, "ControlGroup")
+    procs = container.read(f"/sys/fs/cgroup{group}/cgroup.procs")
+    return [int(pid) for pid in procs.split()]
+
+
+def test_the_packaged_daemon_maps_no_pydantic_and_leaves_no_child_after_a_reload(
+    installed: Installed, config: Container
+) -> None:
+    """Under the hardened unit the reload's check runs in a reaped child: no pydantic mapped."""
+    pid = _main_pid(config)
+    set_key(config, "title", '"Checked in a child"')
+    config.systemctl("reload", UNIT)
+    assert get_json(installed.port, "/site.json")["title"] == "Checked in a child"
+    assert _main_pid(config) == pid
+    maps = config.read(f"/proc/{pid}/maps")
+    assert "python3" in maps  # the daemon's own map was read
+    assert "pydantic" not in maps
+    assert _processes(config) == [pid]
+
+
+# A module that shadows pydantic_settings for the configuration check alone (the
+# daemon never imports it): the child then dies without an answer.
+BROKEN_PYTHON = "/etc/pichat-test-python"
+BROKEN_MODULE = f"{BROKEN_PYTHON}/pydantic_settings.py"
+EX_SOFTWARE = 70
+
+
+def test_a_configuration_check_that_dies_keeps_the_config_on_reload_and_is_70_at_start(
+    installed: Installed, config: Container
+) -> None:
+    """The child crashes: a reload keeps the running config, a start exits 70 (systemd retries)."""
+    drop_in = "/etc/systemd/system/pichat.service.d/test-python-path.conf"
+    config.run(["mkdir", "-p", BROKEN_PYTHON])
+    config.write(drop_in, f"[Service]\nEnvironment=PYTHONPATH={BROKEN_PYTHON}\n")
+    config.systemctl("daemon-reload")
+    restart(config)
+    try:
+        pid = _main_pid(config)
+        config.write(BROKEN_MODULE, 'raise ImportError("broken on purpose")\n')
+        set_key(config, "title", '"Never applied"')
+        cursor = config.journal_cursor()
+        config.systemctl("reload", UNIT)
+        assert config.show(UNIT, "ActiveState") == "active"
+        assert _main_pid(config) == pid
+        assert get_json(installed.port, "/site.json")["title"] == "pichat"
+        journal = config.journal(UNIT, since_cursor=cursor)
+        assert "reload failed, keeping the running configuration" in journal, journal
+        assert "broken on purpose" in journal, journal
+        assert _processes(config) == [pid]
+
+        cursor = config.journal_cursor()
+        config.systemctl("restart", UNIT, check=False)
+        config.wait_property(UNIT, "ExecMainStatus", str(EX_SOFTWARE))
+        journal = config.journal(UNIT, since_cursor=cursor)
+        assert "pichat: the configuration check exited with 1" in journal, journal
+        # Not RestartPreventExitStatus=: a check that died may pass the next time.
+        config.wait_for(
+            f'test "$(systemctl show -P NRestarts {UNIT})" -gt 0', what="a restart after 70"
+        )
+    finally:
+        config.run(["rm", "-rf", drop_in, BROKEN_PYTHON])
+        config.systemctl("daemon-reload")
+        restart(config)
+        config.wait_property(UNIT, "SubState", "running")
+
+
 def test_watchdog_restarts_a_stopped_daemon(installed: Installed) -> None:
     """kill -STOP freezes the event loop; the watchdog kills pichat and systemd restarts it."""
     container = installed.container
