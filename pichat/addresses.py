@@ -6,6 +6,7 @@ What the peer address is behind a reverse proxy is decided here too
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 __all__ = ["Network", "address_key", "client_address", "parse_address", "parse_networks"]
@@ -22,11 +23,16 @@ def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
     return ip
 
 
+@functools.lru_cache(maxsize=4096)
 def address_key(address: str) -> str:
     """What the per-address limits and bans count: the address, or its /64 for IPv6.
 
     One IPv6 subscriber gets a whole /64 (usually far more), so counting single
-    addresses would let one household open unlimited connections.
+    addresses would let one household open unlimited connections. Every join
+    asks twice (admission, the ban check) and parsing an address with
+    ``ipaddress`` was a twentieth of a reconnect storm's time, while the same
+    addresses come back (a household's devices, every page after a restart):
+    the answers of the last few thousand are kept.
     """
     ip = parse_address(address)
     if ip is None:

@@ -64,3 +64,11 @@ def test_address_key_groups_ipv6_by_64() -> None:
     """IPv6 counts by /64, IPv4-mapped as IPv4."""
     assert address_key("2001:db8:1:2::1") == address_key("2001:db8:1:2:ffff::9")
     assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+
+
+def test_address_key_answers_the_same_when_asked_again() -> None:
+    """Keys are kept for addresses seen lately: a second answer is the first one."""
+    for address in ("192.0.2.7", "2001:db8::1", "::ffff:192.0.2.7", "not an address"):
+        assert address_key(address) == address_key(address)
+    assert address_key("2001:db8::1") == address_key("2001:db8::ffff") == "2001:db8::/64"
+    assert address_key.cache_info().hits > 0
