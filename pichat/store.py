@@ -14,8 +14,12 @@ COMMIT is a ``write()`` into the page cache, and handing it to the thread cost
 more than the commit (in a room of 10, 0.19 ms of a message's 0.92 ms in the
 server went to the hand-off and back: two thread switches and two loop turns).
 While the thread is busy, messages wait for it and go in its next group commit,
-and a commit on the loop that takes longer than :data:`INLINE_BUDGET` (a slow
-disk) sends every commit to the thread for :data:`THREAD_AFTER_SLOW` seconds.
+a commit on the loop that takes longer than :data:`INLINE_BUDGET` (a slow
+disk) sends every commit to the thread for :data:`THREAD_AFTER_SLOW` seconds, and
+one that finds the database locked by another process (an administrator's
+``sqlite3``) hands its batch to the thread at once, which waits for the lock
+(:func:`~.store_file.patiently`): nothing ever waits inside SQLite on the loop.
+Opening and the pragmas are :mod:`.store_file`.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ from .history import Deletion, Entry, HistoryListener, Loaded
 from .moderation_tables import ModerationTables
 from .protocol import Message
 from .retention import Cut
-from .schema import MIGRATIONS, SCHEMA_VERSION
 from .state_dir import StoreError
+from .store_file import busy, open_database, patiently
 
 __all__ = ["Store", "new_epoch"]
 
@@ -100,7 +104,7 @@ class Store(ModerationTables):
         self.commit_observer: Callable[[float], None] | None = None
 
     async def _call(self, function: Callable[[], _T]) -> _T:
-        return await self._thread.call(function)
+        return await self._thread.call(functools.partial(patiently, function))
 
     @property
     def healthy(self) -> bool:
@@ -119,61 +123,7 @@ class Store(ModerationTables):
         await self._call(self._open)
 
     def _open(self) -> None:
-        db: sqlite3.Connection | None = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA busy_timeout = 5000")
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                logger.warning("history database is not in WAL mode (%s)", mode)
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute("PRAGMA wal_autocheckpoint = 0")  # see _write_loop
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: schema version {version} is newer than this pichat's "
-                    f"({SCHEMA_VERSION}); upgrade pichat"
-                )
-            for number in range(version, SCHEMA_VERSION):
-                # executescript() commits first; the BEGIN makes each step atomic.
-                db.executescript(
-                    f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;"
-                )
-                logger.info("history database migrated to schema %d", number + 1)
-            # Reading every table once finds a damaged file now, not mid-chat.
-            db.execute("SELECT count(*) FROM rooms").fetchone()
-            db.execute("SELECT count(*), max(ms) FROM messages").fetchone()
-        except sqlite3.OperationalError as exc:
-            # Cannot be opened (a directory, no permission, locked): not damage.
-            if db is not None:
-                db.close()
-            raise StoreError(f"{self.path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            verdict = self._verdict(db)
-            if db is not None:
-                db.close()
-            raise StoreError(
-                f"{self.path}: the database is damaged ({exc}; integrity check: {verdict}); "
-                "restore a backup, or move the file aside to start an empty history"
-            ) from exc
-        except (OSError, sqlite3.Error, StoreError) as exc:
-            if db is not None:
-                db.close()
-            if isinstance(exc, StoreError):
-                raise
-            raise StoreError(f"{self.path}: {exc}") from exc
-        self._db = db
-
-    @staticmethod
-    def _verdict(db: sqlite3.Connection | None) -> str:
-        if db is None:
-            return "not run"
-        try:
-            rows = db.execute("PRAGMA quick_check(3)").fetchall()
-        except sqlite3.Error as exc:
-            return f"failed: {exc}"
-        return "; ".join(str(row[0]) for row in rows)
+        self._db = open_database(self.path)
 
     def start(self, listener: HistoryListener) -> None:
         """Start the writer; committed and failed batches go to ``listener``."""
@@ -285,7 +235,18 @@ class Store(ModerationTables):
             return
         batch, self._pending = self._pending, []
         started = time.monotonic()
-        error = self._try_write(batch)
+        try:
+            self._write(batch)
+        except (sqlite3.Error, OSError) as exc:
+            if isinstance(exc, sqlite3.Error) and busy(exc):
+                # Another process holds the write lock: wait for it on the
+                # thread, not here. The batch goes first, in order.
+                self._pending[:0] = batch
+                self._wakeup.set()
+                return
+            error: BaseException | None = exc
+        else:
+            error = None
         took = time.monotonic() - started
         if took > INLINE_BUDGET:
             logger.info(
@@ -297,13 +258,6 @@ class Store(ModerationTables):
         self._report(listener, batch, error)
         if self._wal_bytes >= CHECKPOINT_BYTES:
             self._wakeup.set()  # the writer task checkpoints, on the thread
-
-    def _try_write(self, batch: list[Entry]) -> BaseException | None:
-        try:
-            self._write(batch)
-        except (sqlite3.Error, OSError) as exc:
-            return exc
-        return None
 
     def _report(
         self, listener: HistoryListener, batch: list[Entry], error: BaseException | None
@@ -336,8 +290,12 @@ class Store(ModerationTables):
                     # deletion or ban, or the moderator repeats it after a restart.
                     logger.error("cannot store a moderation change: %s (%s)", exc, self.path)
             if batch:
-                error = await self._call(functools.partial(self._try_write, batch))
-                self._report(listener, batch, error)
+                try:
+                    await self._call(functools.partial(self._write, batch))
+                except (sqlite3.Error, OSError) as exc:
+                    self._report(listener, batch, exc)
+                else:
+                    self._report(listener, batch, None)
             if self._wal_bytes >= CHECKPOINT_BYTES:
                 # SQLite's automatic checkpoint is off: it would run inside a
                 # COMMIT, which may be on the event loop, and it fsyncs.

@@ -9,7 +9,9 @@ slow disk) stays on the thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 import pichat.store
 from pichat.history import Deletion, Entry
 from pichat.protocol import Message
+from pichat.retention import Cut
 from pichat.store import Store
 from tests.test_store import KEEP_ALL, entry, opened, query
 
@@ -117,3 +120,36 @@ async def test_the_wal_is_checkpointed_on_the_thread(
     # without checkpoints; with one every 64 KiB the WAL is reused from its start.
     assert wal < 512 * 1024, wal
     assert checkpoints and set(checkpoints) == {"pichat-store"}
+
+
+async def test_a_locked_database_does_not_stall_the_loop(tmp_path: Path) -> None:
+    """Another process's write lock: the loop goes on, the message waits for it on the thread."""
+    path = tmp_path / "h.sqlite3"
+    async with opened(path) as (store, recorder):
+        threads = watch_threads(store)
+        store.append(entry(1))
+        await recorder.wait_committed(1)
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")  # an administrator's sqlite3 session, say
+            store.append(entry(2))
+            await asyncio.sleep(0.2)  # the loop runs: the commit did not wait in it
+            assert recorder.count(recorder.committed_batches) == 1
+            other.execute("COMMIT")
+        await recorder.wait_committed(2)
+        assert recorder.failed_batches == []
+        assert threads[1:] == ["pichat-store"]
+    assert query(path, "SELECT id FROM messages") == [(1,), (2,)]
+
+
+async def test_the_thread_waits_for_a_lock_and_then_writes(tmp_path: Path) -> None:
+    """A write on the thread retries while another connection holds the lock."""
+    path = tmp_path / "h.sqlite3"
+    async with opened(path) as (store, recorder):
+        store.append(entry(1))
+        await recorder.wait_committed(1)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+        await store.trim("lobby", Cut(first_id=2, oldest_ms=-(2**63)))
+        other.close()
+    assert query(path, "SELECT id FROM messages") == []
