@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 from . import __version__
@@ -27,6 +28,7 @@ from . import __version__
 __all__ = [
     "MANIFEST_PATH",
     "SHORT_NAME_LENGTH",
+    "DIGEST_REUSE",
     "VERSION_MARK",
     "WORKER_PATH",
     "manifest_body",
@@ -86,7 +88,27 @@ def tree_digest(root: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def worker_body(script: bytes, root: Path) -> bytes:
-    """``sw.js`` with its version: the package's and the document root's digest."""
-    version = f"{__version__}-{tree_digest(root)}".encode()
+#: A document root's digest is reused for this many times as long as the walk
+#: took: the walks take at most 1 % of the event loop, however often ``/sw.js``
+#: is asked for, and an edit shows in the version that much later (25 ms for
+#: the page's own files, seconds for a root of thousands).
+DIGEST_REUSE = 100
+_digests: dict[Path, tuple[float, float, str]] = {}
+
+
+def worker_body(script: bytes, root: Path, now: float | None = None) -> bytes:
+    """``sw.js`` with its version: the package's and the document root's digest.
+
+    The digest stats every file under the root, on the event loop: 0.25 ms for
+    the page's own files, but 67 ms for a root of 5000 files on the development
+    machine, several times that on a Pi, and anyone may ask for ``/sw.js`` as
+    often as they like; see :data:`DIGEST_REUSE`.
+    """
+    moment = time.monotonic() if now is None else now
+    cached = _digests.get(root)
+    if cached is None or not cached[0] <= moment < cached[0] + DIGEST_REUSE * cached[1]:
+        started = time.perf_counter()
+        digest = tree_digest(root)
+        cached = _digests[root] = (moment, time.perf_counter() - started, digest)
+    version = f"{__version__}-{cached[2]}".encode()
     return script.replace(VERSION_MARK, version)

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from pichat import __version__
-from pichat.webapp import VERSION_MARK, manifest_body, short_name, tree_digest, worker_body
+from pichat.webapp import (
+    VERSION_MARK,
+    manifest_body,
+    short_name,
+    tree_digest,
+    worker_body,
+)
 from tests.daemon import PUBLIC
 from tests.harness import Running as Daemon
 from tests.http import raw_get
@@ -51,14 +57,25 @@ def test_worker_version_follows_the_package_and_the_files(tmp_path: Path) -> Non
     shutil.copytree(PUBLIC, root)
     script = (root / "sw.js").read_bytes()
     assert script.count(VERSION_MARK) == 1
-    first = worker_body(script, root)
+    first = worker_body(script, root, now=1000.0)
     assert VERSION_MARK not in first
     assert f'"{__version__}-{tree_digest(root)}"'.encode() in first
-    assert worker_body(script, root) == first, "stable while nothing changes"
+    assert worker_body(script, root, now=2000.0) == first, "stable while nothing changes"
     (root / ".hidden").write_text("never served")
-    assert worker_body(script, root) == first
+    assert worker_body(script, root, now=3000.0) == first
     (root / "style.css").write_text((root / "style.css").read_text() + "/* edited */\n")
-    assert worker_body(script, root) != first
+    assert worker_body(script, root, now=4000.0) != first
+
+
+def test_a_document_root_is_not_walked_again_at_once(tmp_path: Path) -> None:
+    """sw.js asked for again right away reuses the digest: no walk of the whole root each time."""
+    root = tmp_path / "root"
+    shutil.copytree(PUBLIC, root)
+    script = (root / "sw.js").read_bytes()
+    first = worker_body(script, root, now=5000.0)
+    (root / "style.css").write_text("/* edited */\n")
+    assert worker_body(script, root, now=5000.0) == first
+    assert worker_body(script, root, now=6000.0) != first
 
 
 def test_the_worker_caches_every_file_of_the_page() -> None:
