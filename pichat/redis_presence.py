@@ -100,6 +100,10 @@ class RedisPresence:
         self.remote: dict[str, dict[str, Person]] = {}
         #: This daemon's members -> their claim.
         self.claims: dict[Any, Claim] = {}
+        #: Entries a CLAIM in flight may have written: a beat's resync must not
+        #: take one for "a member of ours whose release was lost" (its reply can
+        #: come before the claim's, on another connection of the pool).
+        self._claiming: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_beat = 0.0
         #: No daemon is expired before this (monotonic): see :meth:`beat`.
@@ -136,6 +140,9 @@ class RedisPresence:
                 ensure_ascii=False,
             )
             args += [name_key(name), entry]
+        entries = args[1::2]
+        for entry in entries:
+            self._claiming[entry] = self._claiming.get(entry, 0) + 1
         try:
             index = int(await self._claim(keys=[RoomKeys(room).online], args=args))
         except (RedisError, OSError) as exc:
@@ -143,6 +150,13 @@ class RedisPresence:
             if self.chat.moderation.pending.pop(member, None) is not None:
                 self.chat.refuse(member, UNREACHABLE)
             return
+        finally:
+            # From here to the claim's record (or its release) nothing awaits.
+            for entry in entries:
+                if self._claiming[entry] == 1:
+                    del self._claiming[entry]
+                else:
+                    self._claiming[entry] -= 1
         if index == 0:
             if self.chat.moderation.pending.pop(member, None) is not None:
                 self.chat.refuse(
@@ -308,6 +322,7 @@ class RedisPresence:
         for key, person in seen.items():
             self._remote_joined(room, key, person)
         held = {claim.entry for claim in self.claims.values() if claim.room == room}
+        held.update(self._claiming)
         for key, value in ours.items():
             if value not in held:  # a member of ours whose release was lost
                 await self._release(keys=[RoomKeys(room).online], args=[key, value])
