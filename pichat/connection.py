@@ -44,11 +44,17 @@ _AT_EOF = StreamReader.at_eof.__code__
 whole_frames = 0
 
 
+def size_limit_name(protocol: Protocol) -> str:
+    """The protocol's attribute for its message size limit.
+
+    websockets 15 (Debian 13's) calls it ``max_size``, later versions
+    ``max_message_size``; a reload sets it and the whole-frame path reads it.
+    """
+    return "max_message_size" if hasattr(protocol, "max_message_size") else "max_size"
+
+
 def _size_limit(protocol: Protocol) -> float:
-    """The protocol's message size limit (websockets 15 calls it max_size)."""
-    limit = getattr(protocol, "max_message_size", None)
-    if limit is None:
-        limit = getattr(protocol, "max_size", None)
+    limit = getattr(protocol, size_limit_name(protocol), None)
     return math.inf if limit is None else limit
 
 

@@ -30,7 +30,7 @@ from websockets.http11 import Request, Response
 from . import __version__
 from .addresses import address_key, client_address, parse_networks
 from .chat import V1, Chat, ChatConfig, Dialect
-from .connection import Connection
+from .connection import Connection, size_limit_name
 from .legacy import LEGACY
 from .metrics import Metrics
 from .outbox import Client, Outbox
@@ -241,10 +241,8 @@ class ChatServer:
         self._per_address[key] += 1
         connection.on_lost = self._release
         # Limits apply live after a reload: the frame size limit too.
-        # (websockets 15 calls it max_size, later versions max_message_size.)
         protocol = connection.protocol
-        limit_name = "max_message_size" if hasattr(protocol, "max_message_size") else "max_size"
-        setattr(protocol, limit_name, self.settings.max_frame_bytes)
+        setattr(protocol, size_limit_name(protocol), self.settings.max_frame_bytes)
         return None
 
     def process_response(

@@ -28,6 +28,16 @@ PUBLIC = REPO / "public"
 TIMEOUT = 10.0 * float(os.environ.get("PICHAT_TEST_TIMEOUT_SCALE", "1"))
 
 
+def modules_after_import(*modules: str) -> list[str]:
+    """Every module a fresh interpreter holds after importing ``modules``.
+
+    In a child, so that what the tests themselves imported does not count.
+    """
+    code = f"import sys, {', '.join(modules)}\nprint('\\n'.join(sys.modules))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
 def toml_value(value: Any) -> str:
     """Render a Python value as TOML (strings, numbers, bools, lists of those)."""
     if isinstance(value, bool):

@@ -17,7 +17,7 @@ from pichat.config_child import ChildFailed
 from pichat.settings import ConfigError, load
 from pichat.settings_values import SettingsValues
 from tests.conftest import join, recv_type, say
-from tests.daemon import PUBLIC, TIMEOUT, Daemon
+from tests.daemon import PUBLIC, TIMEOUT, Daemon, modules_after_import
 from tests.harness import running
 from tests.http import raw_get
 
@@ -114,12 +114,11 @@ def test_an_answer_holding_other_objects_is_refused() -> None:
 
 def test_modules_of_the_daemon_load_without_pydantic() -> None:
     """Importing the daemon's modules (serve's whole path) loads neither pydantic nor settings."""
-    code = (
-        "import sys, pichat.app, pichat.server, pichat.cli, pichat.cluster, pichat.config_child\n"
-        "print([m for m in sys.modules if m.startswith('pydantic') or m == 'pichat.settings'])\n"
+    loaded = modules_after_import(
+        "pichat.app", "pichat.server", "pichat.cli", "pichat.cluster", "pichat.config_child"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    assert "pichat.server" in loaded
+    assert [m for m in loaded if m.startswith("pydantic") or m == "pichat.settings"] == []
 
 
 async def test_a_serving_daemon_holds_no_pydantic(tmp_path: Path) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import pichat
 from pichat.metrics import address_allowed, parse_networks
 from pichat.settings import ConfigError, load
 from tests.conftest import join, open_client, recv, recv_type, say
-from tests.daemon import TIMEOUT
+from tests.daemon import TIMEOUT, modules_after_import
 from tests.harness import Running, settings_for
 from tests.http import raw_get
 from tests.test_review import eventually, server_client
@@ -188,9 +186,6 @@ async def test_metrics_behind_a_trusted_proxy_judge_the_forwarded_client(
 
 def test_prometheus_client_is_imported_on_the_first_scrape_only() -> None:
     """Starting the daemon's modules does not load prometheus_client (memory of an idle Pi)."""
-    code = (
-        "import sys, pichat.app, pichat.server, pichat.cli\n"
-        "print('prometheus_client' in sys.modules)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "False"
+    loaded = modules_after_import("pichat.app", "pichat.server", "pichat.cli")
+    assert "pichat.metrics" in loaded
+    assert "prometheus_client" not in loaded
