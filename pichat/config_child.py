@@ -73,6 +73,17 @@ def _last_line(stderr: bytes) -> str:
     return lines[-1].strip() if lines else "nothing on stderr"
 
 
+def _relay(stderr: bytes) -> None:
+    """Pass on what a child that did answer wrote to stderr (a library's warning, say).
+
+    Dropped, a deprecation that a future pydantic announces there would reach
+    nobody; on the daemon's stderr it reaches the journal.
+    """
+    for line in stderr.decode(errors="replace").splitlines():
+        if line.strip():
+            print(f"pichat: the configuration check said: {line.rstrip()}", file=sys.stderr)
+
+
 def _as_settings(values: SettingsValues) -> Settings:
     """The one place the daemon's settings are typed as the pydantic model.
 
@@ -93,6 +104,7 @@ def _decode(returncode: int, stdout: bytes, stderr: bytes) -> tuple[Settings, Pa
     if returncode != 0 or not stdout:
         how = f"exited with {returncode}" if returncode >= 0 else f"killed by signal {-returncode}"
         raise ChildFailed(f"the configuration check {how}: {_last_line(stderr)}")
+    _relay(stderr)
     try:
         answer = _PlainUnpickler(io.BytesIO(stdout)).load()
         path = answer["path"]

@@ -184,3 +184,23 @@ async def test_a_reload_whose_check_crashes_keeps_the_config(tmp_path: Path) -> 
         await say(ws, "still here")
         assert (await recv_type(ws, "message"))["text"] == "still here"
         await ws.close()
+
+
+async def test_what_an_answering_child_writes_to_stderr_reaches_the_log(tmp_path: Path) -> None:
+    """A warning the check prints (here from a sitecustomize in the child only) is not lost."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "sitecustomize.py").write_text(
+        "import sys\n"
+        'if "pichat.settings" in sys.orig_argv:\n'
+        '    print("DeprecationWarning: an old way, going away", file=sys.stderr)\n'
+    )
+    daemon = Daemon(tmp_path, config={"title": "Before"}, env={"PYTHONPATH": str(lib)})
+    with daemon:
+        assert daemon.notify is not None
+        said = "pichat: the configuration check said: DeprecationWarning: an old way, going away"
+        assert daemon.log().count(said) == 1
+        daemon.signal(signal.SIGHUP)  # a reload's check is relayed too
+        daemon.notify.wait_for("RELOADING", "1")
+        daemon.notify.wait_for("READY", "1")
+        assert daemon.log().count(said) == 2
