@@ -27,10 +27,11 @@ from websockets.protocol import State
 
 from .chat import Dialect, Member
 from .connection import SLOW_CLIENT_GRACE, Connection
+from .history import Entry, HistoryListener
 from .protocol import Frame
 from .sites import Site
 
-__all__ = ["Client", "Outbox"]
+__all__ = ["Client", "FlushingListener", "Outbox"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,29 @@ class Client(Member):
         self.queued = 0
         self.closed = False
         self.join_timer: asyncio.TimerHandle | None = None
+
+
+class FlushingListener:
+    """The engine as the history's listener, with each commit's frames written at once.
+
+    A commit's broadcast would otherwise wait one more loop turn for the
+    flush; nothing else can be queued for those clients in between that is
+    worth the wait (the commit already batched what arrived in its turn).
+    """
+
+    def __init__(self, listener: HistoryListener, outbox: Outbox) -> None:
+        self.listener = listener
+        self.outbox = outbox
+
+    def committed(self, batch: list[Entry]) -> None:
+        """Broadcast, then write."""
+        self.listener.committed(batch)
+        self.outbox.flush_now()
+
+    def failed(self, batch: list[Entry]) -> None:
+        """Tell the senders, then write."""
+        self.listener.failed(batch)
+        self.outbox.flush_now()
 
 
 class Outbox:
@@ -136,6 +160,12 @@ class Outbox:
         client.pending = []
         client.queued = 0
         self._overflowing.append(client)
+
+    def flush_now(self) -> None:
+        """Write what is queued now instead of at the next loop turn."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
 
     def _flush(self) -> None:
         self._flush_handle = None

@@ -33,7 +33,7 @@ from .chat import V1, Chat, ChatConfig, Dialect
 from .connection import Connection, size_limit_name
 from .legacy import LEGACY
 from .metrics import Metrics
-from .outbox import Client, Outbox
+from .outbox import Client, FlushingListener, Outbox
 from .passwords import PasswordHash, verify_password
 from .ratelimit import LogThrottle
 from .sites import Site, SiteTable, origin_allowed
@@ -100,7 +100,7 @@ class ChatServer:
             verifier=self._verify,
             schedule=lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback),
         )
-        history.start(self.chat)
+        history.start(FlushingListener(self.chat, self.outbox))
         #: Handshakes refused, by reason (``pichat_handshakes_refused_total``).
         self.refused: collections.Counter[str] = collections.Counter()
         self.metrics = Metrics(self, settings.metrics_allowed)

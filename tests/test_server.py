@@ -360,3 +360,28 @@ async def test_sites_pick_room_and_title_by_host(daemon_factory: Any, tmp_path: 
     assert "other site" in page
     await other.close()
     await lobby.close()
+
+
+async def test_a_commit_writes_its_broadcast_before_the_next_loop_turn(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a commit broadcasts reaches the transports as the commit is reported.
+
+    The flush used to wait for the next loop turn; a callback scheduled when
+    the commit was reported found the message still queued for every member.
+    """
+    ws, _ = await join(daemon, "alice")
+    chat, outbox = daemon.server.chat, daemon.server.outbox
+    loop = asyncio.get_running_loop()
+    queued: list[int] = []
+    committed = chat.committed
+
+    def watching(batch: Any) -> None:
+        loop.call_soon(lambda: queued.append(sum(len(c.pending) for c in outbox.clients)))
+        committed(batch)
+
+    monkeypatch.setattr(chat, "committed", watching)
+    await say(ws, "hello")
+    assert (await recv_type(ws, "message"))["text"] == "hello"
+    assert queued == [0]
+    await ws.close()

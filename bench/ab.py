@@ -1,0 +1,67 @@
+"""Several pichat trees side by side with the Node peer: the 10-client latency probe.
+
+    .venv/bin/python -m bench.ab before=/path/to/old/checkout,after=. [rounds]
+
+Each tree's pichat runs with ``PYTHONPATH`` set to it (so an uncommitted change or
+an experiment in a worktree is measured beside main), all pinned to core 0 as in
+``make bench``, with the same interleaved rounds (``bench.run.latency_rounds``): a
+change of a few tens of microseconds shows here, where two separate runs of the
+whole benchmark differ by more than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import run, servers
+from .load import Generator, quiet
+
+
+async def compare(trees: dict[str, str], rounds: int) -> None:
+    """Start every tree's pichat and the Node peer, probe them in turns, print p50s."""
+    work = Path(tempfile.mkdtemp(prefix="pichat-ab-"))
+    names = [*trees, "node"]
+    running: dict[str, servers.Server] = {}
+    generators: dict[str, Generator] = {}
+    try:
+        for name in names:
+            if name == "node":
+                os.environ.pop("PYTHONPATH", None)
+                running[name] = await servers.start("node", work / name)
+            else:
+                os.environ["PYTHONPATH"] = str(Path(trees[name]).resolve())
+                running[name] = await servers.start("pichat", work / name)
+            generators[name] = Generator(running[name].port)
+            await generators[name].connect(10)
+            await quiet(running[name].pid)
+        plan = run.Plan(clients=10, senders=10, rounds=rounds)
+        kinds: list[Any] = names
+        results = await run.latency_rounds(kinds, running, generators, plan, 50.0)
+    finally:
+        for name, server in running.items():
+            await servers.stop(server)
+            generators[name].abort_all()
+    node = results["node"]["p50_ms"]
+    for name in names:
+        result = results[name]
+        rounds_p50 = " ".join(f"{r['p50_ms']:.2f}" for r in result["rounds"])
+        print(
+            f"{name:10s} p50 {result['p50_ms']:.3f} ms  p99 {result['p99_ms']:.3f} ms"
+            f"  {result['p50_ms'] / node:.3f}x node  (rounds: {rounds_p50})"
+        )
+
+
+def main() -> None:
+    """``name=tree,name=tree [rounds]``."""
+    trees = dict(item.split("=", 1) for item in sys.argv[1].split(","))
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 6
+    asyncio.run(compare(trees, rounds))
+
+
+if __name__ == "__main__":
+    main()
