@@ -12,14 +12,13 @@ whole benchmark differ by more than that.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import run, servers
-from .load import Generator, quiet
+from .load import Generator
 
 
 async def compare(trees: dict[str, str], rounds: int) -> None:
@@ -28,18 +27,15 @@ async def compare(trees: dict[str, str], rounds: int) -> None:
     names = [*trees, "node"]
     running: dict[str, servers.Server] = {}
     generators: dict[str, Generator] = {}
+    plan = run.Plan(clients=run.Plan.small_clients, senders=10, rounds=rounds)
     try:
         for name in names:
             if name == "node":
-                os.environ.pop("PYTHONPATH", None)
-                running[name] = await servers.start("node", work / name)
+                room = await run.open_room("node", work / name, plan.clients)
             else:
-                os.environ["PYTHONPATH"] = str(Path(trees[name]).resolve())
-                running[name] = await servers.start("pichat", work / name)
-            generators[name] = Generator(running[name].port)
-            await generators[name].connect(10)
-            await quiet(running[name].pid)
-        plan = run.Plan(clients=10, senders=10, rounds=rounds)
+                tree = {"PYTHONPATH": str(Path(trees[name]).resolve())}
+                room = await run.open_room("pichat", work / name, plan.clients, tree)
+            running[name], generators[name] = room
         kinds: list[Any] = names
         results = await run.latency_rounds(kinds, running, generators, plan, 50.0)
     finally:

@@ -271,6 +271,17 @@ async def latency_rounds(
     return results
 
 
+async def open_room(
+    kind: Kind, workdir: Path, clients: int, extra_env: dict[str, str] | None = None
+) -> tuple[servers.Server, Generator]:
+    """A started server with ``clients`` joined clients, quiet again after their joins."""
+    server = await servers.start(kind, workdir, extra_env)
+    generator = Generator(server.port)
+    await generator.connect(clients)
+    await quiet(server.pid)
+    return server, generator
+
+
 async def traffic_phase(kinds: list[Kind], workdir: Path, plan: Plan) -> dict[str, dict[str, Any]]:
     """Saturation throughput, then paced latency, with ``plan.clients`` clients each.
 
@@ -283,12 +294,10 @@ async def traffic_phase(kinds: list[Kind], workdir: Path, plan: Plan) -> dict[st
     generators: dict[str, Generator] = {}
     try:
         for kind in kinds:
-            server = running[kind] = await servers.start(kind, workdir / kind)
+            server, generators[kind] = await open_room(kind, workdir / kind, plan.clients)
+            running[kind] = server
             results[kind]["traffic_ready_s"] = server.ready
             results[kind]["traffic_ready_cpu_s"] = server.ready_cpu
-            generators[kind] = Generator(server.port)
-            await generators[kind].connect(plan.clients)
-            await quiet(server.pid)
         runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
         for number in range(plan.rounds):
             for kind in rounds_order(kinds, number):
@@ -358,10 +367,9 @@ async def small_phase(kinds: list[Kind], workdir: Path, plan: Plan) -> dict[str,
     generators: dict[str, Generator] = {}
     try:
         for kind in kinds:
-            server = running[kind] = await servers.start(kind, workdir / kind)
-            generators[kind] = Generator(server.port)
-            await generators[kind].connect(plan.small_clients)
-            await quiet(server.pid)
+            running[kind], generators[kind] = await open_room(
+                kind, workdir / kind, plan.small_clients
+            )
         senders = min(plan.senders, plan.small_clients)
         small = Plan(**{**plan.__dict__, "clients": plan.small_clients, "senders": senders})
         latency = await latency_rounds(kinds, running, generators, small, plan.latency_rate)

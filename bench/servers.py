@@ -125,11 +125,15 @@ def command(kind: Kind, workdir: Path, port: int) -> list[str]:
     return argv
 
 
-async def start(kind: Kind, workdir: Path) -> Server:
-    """Start a server and wait until it is ready (READY=1 for pichat) and accepting."""
+async def start(kind: Kind, workdir: Path, extra_env: dict[str, str] | None = None) -> Server:
+    """Start a server and wait until it is ready (READY=1 for pichat) and accepting.
+
+    ``extra_env`` is added to its environment (``bench.ab``: a tree's ``PYTHONPATH``).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("PICHAT_")}
+    env.update(extra_env or {})
     env["PYTHONUNBUFFERED"] = "1"
     notify = None
     if kind == "pichat":

@@ -69,13 +69,11 @@ class FlushingListener:
 
     def committed(self, batch: list[Entry]) -> None:
         """Broadcast, then write."""
-        self.listener.committed(batch)
-        self.outbox.flush_now()
+        self.outbox.write_after(self.listener.committed, batch)
 
     def failed(self, batch: list[Entry]) -> None:
         """Tell the senders, then write."""
-        self.listener.failed(batch)
-        self.outbox.flush_now()
+        self.outbox.write_after(self.listener.failed, batch)
 
 
 class Outbox:
@@ -94,6 +92,8 @@ class Outbox:
         self._dirty: list[Client] = []
         self._overflowing: list[Client] = []
         self._flush_handle: asyncio.Handle | None = None
+        #: Inside :meth:`write_after`: it writes at the end, no flush is scheduled.
+        self._holding = False
         #: Counted for monitoring: clients dropped as too slow, and for no pong.
         self.slow_dropped = 0
         self.ping_timeouts = 0
@@ -131,7 +131,7 @@ class Outbox:
             client.queued += size
             if client.queued > limit:
                 self._spill(client)
-        if dirty and self._flush_handle is None:
+        if dirty and self._flush_handle is None and not self._holding:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     def _spill(self, client: Client) -> None:
@@ -161,10 +161,19 @@ class Outbox:
         client.queued = 0
         self._overflowing.append(client)
 
-    def flush_now(self) -> None:
-        """Write what is queued now instead of at the next loop turn."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
+    def write_after(self, report: Callable[[list[Entry]], None], batch: list[Entry]) -> None:
+        """Call ``report(batch)``, then write what is queued now, not at the next turn.
+
+        No flush is scheduled meanwhile: a cancelled one would still cost the
+        loop an extra turn after every message.
+        """
+        self._holding = True
+        try:
+            report(batch)
+        finally:
+            self._holding = False
+            if self._flush_handle is not None:  # queued earlier in this turn
+                self._flush_handle.cancel()
             self._flush()
 
     def _flush(self) -> None:
