@@ -53,6 +53,9 @@ _T = TypeVar("_T")
 INLINE_BUDGET = 0.01
 #: ... and commits go to the database thread for this long (seconds).
 THREAD_AFTER_SLOW = 60.0
+#: Appended this soon (seconds) after a commit made at once, a message is part
+#: of a burst (frames of one read, a busy room) and waits for the turn's end.
+BURST_GAP = 0.001
 #: About how many bytes the WAL may grow between checkpoints (SQLite's own
 #: automatic checkpoint, 1000 pages, is off: it would run inside a COMMIT).
 CHECKPOINT_BYTES = 4 * 1024 * 1024
@@ -92,6 +95,7 @@ class Store(ModerationTables):
         # using the database through the thread).
         self._writing = False
         self._inline: asyncio.Handle | None = None
+        self._burst_until = 0.0  # monotonic: appends wait for the turn's end until then
         self._thread_until = 0.0  # monotonic: commits go to the thread until then
         self._wal_bytes = 0  # written since the last checkpoint, roughly
         self._closing = False
@@ -181,13 +185,13 @@ class Store(ModerationTables):
         self._pending.append(entry)
         if self._inline is None:
             loop = asyncio.get_running_loop()
-            if not getattr(loop, "_ready", True):
-                # Nothing else is due in this loop turn or the next (the loop's
-                # queue of callbacks is empty): nothing could join the batch, so
-                # commit now rather than one turn later (the common case of a
-                # lone message, where that turn was a tenth of its latency).
-                # ``_ready`` is asyncio's own; another loop always waits a turn.
+            if not getattr(loop, "_ready", True) and time.monotonic() >= self._burst_until:
+                # Nothing else is due (the loop's queue of callbacks is empty)
+                # and nothing was just committed: a lone message. Commit now, not
+                # a turn later (a tenth of its latency). ``_ready`` is asyncio's
+                # own; another loop always waits a turn.
                 self._commit_now()
+                self._burst_until = time.monotonic() + BURST_GAP
                 return
             # At the end of this loop turn: what else arrives in it goes along.
             self._inline = loop.call_soon(self._commit_now)
