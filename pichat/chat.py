@@ -6,7 +6,7 @@ answers by handing already-encoded frames to an :class:`Outbox`. It never
 touches a socket, so every chat rule is tested with a fake outbox and a fake
 history. The clock is a parameter for the same reason.
 
-Two dialects share the engine: ``pichat.v1`` (:class:`PichatV1`, here) and the seed
+Two dialects share the engine: ``pichat.v1`` (:mod:`.v1`) and the seed
 tutorial's ``echo-protocol`` (:mod:`.legacy`). Each is a :class:`Dialect`; the
 engine dispatches to the member's dialect and never asks which one it is.
 """
@@ -22,20 +22,15 @@ from typing import Any, Generic, TypeVar
 from .chatconfig import ChatConfig, ChatStats
 from .history import Entry, History
 from .member import Dialect, Member, Outbox
-from .moderation import MODERATION_TYPES, Moderation
+from .moderation import Moderation
 from .password_guard import Verifier, verify_now
-from .presence import Presence, Schedule, parse_online
+from .presence import Presence, Schedule
 from .protocol import (
-    SUBPROTOCOL,
-    Frame,
-    HistoryRequest,
     Join,
     Message,
     ProtocolError,
     error_frame,
     history_frame,
-    load_object,
-    parse_object,
     people_json,
     welcome_frame,
     wire_frame,
@@ -43,9 +38,8 @@ from .protocol import (
 from .ratelimit import TokenBucket
 from .room import LISTED, Room
 from .roster import Roster
-from .typists import relay_typing
 
-__all__ = ["V1", "Chat", "ChatConfig", "ChatStats", "Dialect", "Member", "Outbox", "PichatV1"]
+__all__ = ["Chat", "ChatConfig", "ChatStats", "Dialect", "Member", "Outbox"]
 
 logger = logging.getLogger(__name__)
 
@@ -373,49 +367,3 @@ class Chat(Generic[M]):
     def online(self) -> dict[str, int]:
         """Members online per room."""
         return {name: len(room.members) for name, room in self.rooms.items()}
-
-
-class PichatV1:
-    """``pichat.v1``: join first, then say; JSON objects with a ``type``."""
-
-    subprotocol = SUBPROTOCOL
-    joins = True
-
-    def opened(self, chat: Chat[Any], member: Any) -> None:
-        """Nothing until the client joins."""
-
-    def received(self, chat: Chat[Any], member: Any, text: str) -> None:
-        """``join``, ``say``, ``history``, ``typing``, ``online``; moderation frames elsewhere."""
-        frame = load_object(text)
-        kind = frame.get("type")
-        if kind in MODERATION_TYPES:
-            chat.moderation.received(member, kind, frame)
-            return
-        if kind == "typing":
-            relay_typing(chat, member)
-            return
-        if kind == "online":
-            after = parse_online(frame)
-            if member.name is None:
-                raise ProtocolError("not_joined", "join before you ask who is online")
-            chat.presence.page(chat.room_of(member), member, after)
-            return
-        command = parse_object(frame, chat.config.limits)
-        if isinstance(command, Join):
-            chat.join(member, command)
-        elif isinstance(command, HistoryRequest):
-            chat.page(member, command.after)
-        elif member.name is None:
-            raise ProtocolError("not_joined", "join before you say anything")
-        else:
-            chat.post(member, member.name, member.avatar, command.text)
-
-    def message_frame(self, message: Message) -> Frame:
-        """The message's ``pichat.v1`` frame."""
-        return message.v1_frame()
-
-    def __repr__(self) -> str:
-        return self.subprotocol
-
-
-V1 = PichatV1()

@@ -1,8 +1,9 @@
-"""The server: admission of handshakes, the connection handler, reload, housekeeping.
+"""The server: admission of handshakes, the connection handler, reload.
 
 The rest lives in its own module: the chat rules in :mod:`.chat` (sans I/O),
-frames out and keepalive in :mod:`.outbox`, plain HTTP in :mod:`.web`, each
-dialect in :mod:`.chat` and :mod:`.legacy`. What is left here is the glue
+frames out and keepalive in :mod:`.outbox`, the periodic sweep and retention
+in :mod:`.housekeeping`, plain HTTP in :mod:`.web`, each dialect in
+:mod:`.v1` and :mod:`.legacy`. What is left here is the glue
 websockets calls: ``process_request`` (answer HTTP, or admit an upgrade within
 the limits), ``process_response`` and the per-connection ``handler``.
 
@@ -29,8 +30,9 @@ from websockets.http11 import Request, Response
 
 from . import __version__
 from .addresses import address_key, client_address, parse_networks
-from .chat import V1, Chat, ChatConfig, Dialect
+from .chat import Chat, ChatConfig, Dialect
 from .connection import Connection, size_limit_name
+from .housekeeping import Housekeeping
 from .legacy import LEGACY
 from .metrics import Metrics
 from .outbox import Client, FlushingListener, Outbox
@@ -38,6 +40,7 @@ from .passwords import PasswordHash, verify_password
 from .ratelimit import LogThrottle
 from .sites import Site, SiteTable, origin_allowed
 from .tls import hsts_header
+from .v1 import V1
 from .web import Web, plain
 
 if TYPE_CHECKING:
@@ -49,8 +52,6 @@ __all__ = ["DIALECTS", "ChatServer", "address_key"]
 
 logger = logging.getLogger(__name__)
 
-#: Age-based retention is applied this often (and at start and reload).
-EXPIRE_PERIOD = 3600.0
 #: Close code for a connection that did not join in time (4000-4999: private use).
 JOIN_TIMEOUT_CODE = 4008
 
@@ -117,7 +118,9 @@ class ChatServer:
         self._per_address: collections.Counter[str] = collections.Counter()
         self._refusals: dict[str, LogThrottle] = collections.defaultdict(LogThrottle)
         self._status_handle: asyncio.TimerHandle | None = None
-        self._housekeeping: asyncio.Task[None] | None = None
+        self._housekeeping = Housekeeping(
+            lambda: self.settings.ping_interval, self.outbox.sweep, self.expire
+        )
         self.apply(settings)
 
     # Configuration.
@@ -368,24 +371,7 @@ class ChatServer:
 
     def start_housekeeping(self) -> None:
         """Start the keepalive sweep and periodic retention."""
-        self._housekeeping = asyncio.get_running_loop().create_task(
-            self._housekeep(), name="pichat-housekeeping"
-        )
-
-    async def _housekeep(self) -> None:
-        since_expire = 0.0
-        while True:
-            interval = self.settings.ping_interval or EXPIRE_PERIOD
-            await asyncio.sleep(interval)
-            if self.settings.ping_interval:
-                self.outbox.sweep()
-            since_expire += interval
-            if since_expire >= EXPIRE_PERIOD:
-                since_expire = 0.0
-                try:
-                    await self.expire()
-                except Exception as exc:  # a failing disk must not end keepalive
-                    logger.error("retention failed: %s", exc)
+        self._housekeeping.start()
 
     def _verify(self, stored: PasswordHash, password: str, done: Callable[[bool], None]) -> None:
         """Run scrypt on the scrypt thread (it releases the GIL); answer on the loop.
@@ -407,10 +393,4 @@ class ChatServer:
         self.chat.presence.cancel()
         if self._status_handle is not None:
             self._status_handle.cancel()
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            try:
-                await self._housekeeping
-            except asyncio.CancelledError:
-                pass
-        self.scrypt.shutdown(wait=False, cancel_futures=True)
+        await self._housekeeping.stop()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pichat.bans import Ban
-from pichat.chat import V1, Chat, ChatConfig, Dialect, Member
+from pichat.chat import Chat, ChatConfig, Dialect, Member
 from pichat.history import Deletion, Entry, HistoryListener, Loaded, LogEntry
 from pichat.legacy import LEGACY
 from pichat.password_guard import Verifier, verify_now
@@ -24,6 +24,7 @@ from pichat.protocol import Frame, Limits, Message
 from pichat.retention import Cut, Retention
 from pichat.room import Room
 from pichat.sites import Site
+from pichat.v1 import V1
 
 EPOCH = "epoch-1"
 NOW_MS = 1_795_677_426_123
