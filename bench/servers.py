@@ -30,6 +30,8 @@ __all__ = ["NODE_DIR", "Kind", "Server", "ServerDied", "prepare_node", "start", 
 
 Kind = Literal["pichat", "naive", "node"]
 
+#: The checkout this benchmark belongs to: its servers run its code.
+ROOT = Path(__file__).resolve().parent.parent
 #: The Node.js ``ws`` peer: its script, package.json and package-lock.json.
 NODE_DIR = Path(__file__).resolve().parent / "node"
 
@@ -133,6 +135,9 @@ async def start(kind: Kind, workdir: Path, extra_env: dict[str, str] | None = No
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("PICHAT_")}
+    # The pichat of this checkout, not the one the venv's editable install points
+    # at: run from a worktree, the benchmark measured the main tree's code.
+    env.setdefault("PYTHONPATH", str(ROOT))
     env.update(extra_env or {})
     env["PYTHONUNBUFFERED"] = "1"
     notify = None
@@ -158,7 +163,7 @@ async def start(kind: Kind, workdir: Path, extra_env: dict[str, str] | None = No
             stdout=stderr,
             stderr=stderr,
             env=env,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=ROOT,
             preexec_fn=_die_with_parent,
         )
     server = Server(kind, process, port, workdir, log, started, notify=notify)
