@@ -19,7 +19,8 @@ disk) sends every commit to the thread for :data:`THREAD_AFTER_SLOW` seconds, an
 one that finds the database locked by another process (an administrator's
 ``sqlite3``) hands its batch to the thread at once, which waits for the lock
 (:func:`~.store_file.patiently`): nothing ever waits inside SQLite on the loop.
-Opening and the pragmas are :mod:`.store_file`.
+Opening and the pragmas are :mod:`.store_file`, the statements of a commit
+:mod:`.store_writes`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .protocol import Message
 from .retention import Cut
 from .state_dir import StoreError
 from .store_file import busy, open_database, patiently
+from .store_writes import delete_cut, write_batch
 
 __all__ = ["Store", "new_epoch"]
 
@@ -85,6 +87,7 @@ class Store(ModerationTables):
         self.path = path
         self._thread = DatabaseThread("pichat-store")
         self._db: sqlite3.Connection | None = None
+        self._cursor: sqlite3.Cursor | None = None
         self._pending: list[Entry] = []
         # Deletions and ban writes, applied before the next batch of messages.
         self._changes: list[Callable[[sqlite3.Connection], None]] = []
@@ -128,6 +131,7 @@ class Store(ModerationTables):
 
     def _open(self) -> None:
         self._db = open_database(self.path)
+        self._cursor = self._db.cursor()  # for every commit (see store_writes)
 
     def start(self, listener: HistoryListener) -> None:
         """Start the writer; committed and failed batches go to ``listener``."""
@@ -326,67 +330,25 @@ class Store(ModerationTables):
         self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def _write(self, batch: list[Entry]) -> None:
-        assert self._db is not None
-        db = self._db
-        newest: dict[str, Entry] = {}
+        assert self._cursor is not None
         started = time.perf_counter()
-        db.execute("BEGIN")
-        try:
-            db.executemany(
-                "INSERT INTO messages (room, id, ms, name, avatar, text, moderator, announcement) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.room,
-                        e.message.id,
-                        e.message.ms,
-                        e.message.name,
-                        e.message.avatar,
-                        e.message.text,
-                        int(e.message.moderator),
-                        int(e.message.announcement),
-                    )
-                    for e in batch
-                ],
-            )
-            for entry in batch:
-                newest[entry.room] = entry
-            for room, entry in newest.items():
-                db.execute(
-                    "INSERT INTO rooms (room, last_id, epoch) VALUES (?, ?, '') "
-                    "ON CONFLICT (room) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
-                    (room, entry.message.id),
-                )
-                self._delete(room, entry.cut)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+        write_batch(self._cursor, batch)
         self._wal_bytes += COMMIT_OVERHEAD + sum(len(e.message.text) + ROW_OVERHEAD for e in batch)
         if self.commit_observer is not None:
             self.commit_observer(time.perf_counter() - started)
 
-    def _delete(self, room: str, cut: Cut) -> int:
-        assert self._db is not None
-        # Two statements, not one with OR: ``id < ?`` is a range of the primary
-        # key, while the OR made SQLite read every row of the room on every
-        # commit (a quarter of a message's in-server time with 1000 retained).
-        # Without an age limit the date part matches nothing and is skipped.
-        cursor = self._db.execute(
-            "DELETE FROM messages WHERE room = ? AND id < ?", (room, cut.first_id)
-        )
-        removed = cursor.rowcount
-        if cut.oldest_ms > 0:
-            cursor = self._db.execute(
-                "DELETE FROM messages WHERE room = ? AND ms < ?", (room, cut.oldest_ms)
-            )
-            removed += cursor.rowcount
-        return removed
-
     async def trim(self, room: str, cut: Cut) -> int:
         """Apply a retention cut to the table; returns how many rows went."""
-        return await self._call(lambda: self._delete(room, cut))
+
+        def delete() -> int:
+            assert self._db is not None
+            cursor = self._db.cursor()
+            try:
+                return delete_cut(cursor, room, cut)
+            finally:
+                cursor.close()
+
+        return await self._call(delete)
 
     async def close(self) -> None:
         """Write what is queued, stop the writer, close the database."""
@@ -399,5 +361,5 @@ class Store(ModerationTables):
         if self._db is not None:
             db = self._db
             await self._call(db.close)
-            self._db = None
+            self._db = self._cursor = None
         self._thread.stop()
