@@ -394,3 +394,4 @@ class ChatServer:
         if self._status_handle is not None:
             self._status_handle.cancel()
         await self._housekeeping.stop()
+        self.scrypt.shutdown(wait=False, cancel_futures=True)

@@ -203,6 +203,27 @@ async def test_password_check_does_not_stall_the_chat(daemon_factory: Any) -> No
     await recv_presence(bob, joined="alice")
 
 
+async def test_stopping_the_daemon_drops_queued_password_checks(daemon_factory: Any) -> None:
+    """At shutdown the scrypt thread takes no more work and what waits for it is cancelled.
+
+    Lost once when the periodic task moved to its own module: queued checks
+    (16 MiB and tens of milliseconds each on a Pi) then ran on after the stop.
+    """
+    daemon = await daemon_factory(CONFIG)
+    scrypt = daemon.server.scrypt
+    gate = threading.Event()
+    busy = scrypt.submit(gate.wait, TIMEOUT)
+    queued = scrypt.submit(lambda: None)
+    try:
+        assert await daemon.stop() == 0
+        assert queued.cancelled()
+        with pytest.raises(RuntimeError):
+            scrypt.submit(lambda: None)
+    finally:
+        gate.set()
+    assert busy.result(TIMEOUT) is True
+
+
 async def test_site_json_tells_a_banned_address_why(daemon_factory: Any) -> None:
     """A page cannot read the 403 of a refused handshake: /site.json says it is banned."""
     daemon = await daemon_factory(CONFIG)
