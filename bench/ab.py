@@ -23,7 +23,11 @@ from .load import Generator
 
 async def compare(trees: dict[str, str], rounds: int) -> None:
     """Start every tree's pichat and the Node peer, probe them in turns, print p50s."""
-    work = Path(tempfile.mkdtemp(prefix="pichat-ab-"))
+    with tempfile.TemporaryDirectory(prefix="pichat-ab-") as tmp:
+        await _compare(trees, rounds, Path(tmp))
+
+
+async def _compare(trees: dict[str, str], rounds: int, work: Path) -> None:
     names = [*trees, "node"]
     running: dict[str, servers.Server] = {}
     generators: dict[str, Generator] = {}

@@ -342,11 +342,7 @@ class Store(ModerationTables):
 
         def delete() -> int:
             assert self._db is not None
-            cursor = self._db.cursor()
-            try:
-                return delete_cut(cursor, room, cut)
-            finally:
-                cursor.close()
+            return delete_cut(self._db, room, cut)
 
         return await self._call(delete)
 

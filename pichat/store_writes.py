@@ -61,19 +61,22 @@ def write_batch(cursor: sqlite3.Cursor, batch: list[Entry]) -> None:
         raise
 
 
-def delete_cut(cursor: sqlite3.Cursor, room: str, cut: Cut) -> int:
+def delete_cut(db: sqlite3.Cursor | sqlite3.Connection, room: str, cut: Cut) -> int:
     """Remove what a retention cut drops from a room; returns how many rows went.
+
+    On the commit's cursor inside :func:`write_batch`, on the connection for
+    the retention pass (:meth:`.store.Store.trim`).
 
     Two statements, not one with OR: ``id < ?`` is a range of the primary key,
     while the OR made SQLite read every row of the room on every commit (a
     quarter of a message's in-server time with 1000 retained). Without an age
     limit the date part matches nothing and is skipped.
     """
-    removed = cursor.execute(
+    removed = db.execute(
         "DELETE FROM messages WHERE room = ? AND id < ?", (room, cut.first_id)
     ).rowcount
     if cut.oldest_ms > 0:
-        removed += cursor.execute(
+        removed += db.execute(
             "DELETE FROM messages WHERE room = ? AND ms < ?", (room, cut.oldest_ms)
         ).rowcount
     return removed
