@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from .history import Entry
+from .journal import journal_path, read_entries, replay, room_ids
 from .rotation import leftovers, next_name, to_remove
 from .schema import SCHEMA_VERSION
 from .state_dir import HISTORY_FILE, StateLock, StoreError
@@ -130,11 +132,14 @@ def _staging(target: Path) -> Iterator[Path]:
             partial.unlink()
 
 
-def _copy(source: sqlite3.Connection, partial: Path, name: Path) -> tuple[int, int]:
+def _copy(
+    source: sqlite3.Connection, partial: Path, name: Path, journal: list[Entry] | None = None
+) -> tuple[int, int]:
     """The online backup of ``source`` (called ``name``) into ``partial``, checked and synced.
 
     The copy is what is checked, so a source damaged on disk is named as such
-    without a second full read of it.
+    without a second full read of it. The ``journal`` of a live history goes
+    into the copy too: what it holds beyond the database was shown already.
     """
     try:
         partial.unlink(missing_ok=True)
@@ -143,6 +148,8 @@ def _copy(source: sqlite3.Connection, partial: Path, name: Path) -> tuple[int, i
         raise BackupError(EX_CANTCREAT, f"cannot write {partial.parent}: {exc}") from None
     try:
         source.backup(copy)
+        if journal:
+            replay(copy, journal)
         copy.execute("PRAGMA journal_mode = DELETE")  # one file, no -wal beside it
         counts = check_database(copy, name)
     except sqlite3.Error as exc:
@@ -178,9 +185,14 @@ def _open_history(state_dir: Path) -> sqlite3.Connection:
 
 
 def _write(source: sqlite3.Connection, name: Path, target: Path, force: bool) -> tuple[int, int]:
-    """Copy ``source`` to ``target`` through a partial file; ``target`` is untouched on failure."""
+    """Copy ``source`` to ``target`` through a partial file; ``target`` is untouched on failure.
+
+    The journal is read before the database is: a record the daemon applies
+    and then empties from the journal meanwhile is in the copy either way.
+    """
+    journal, _ = read_entries(journal_path(name))
     with _staging(target) as partial:
-        counts = _copy(source, partial, name)
+        counts = _copy(source, partial, name, journal)
         try:
             if force:
                 os.replace(partial, target)
@@ -270,8 +282,19 @@ def backup_rotating(
     return done + (f"; removed {removed} older" if removed else "")
 
 
-def _room_ids(path: Path) -> list[tuple[str, int, str]]:
-    """Each room's last id and epoch in the database being replaced (none if unreadable)."""
+def _room_ids(path: Path, journal: Path) -> list[tuple[str, int, str]]:
+    """Each room's last id and epoch in the history being replaced (none if unreadable).
+
+    The journal's ids count: a crash may have left messages there that the
+    database never got, and pages have seen them.
+    """
+    ids = {room: (last_id, "") for room, last_id in room_ids(read_entries(journal)[0]).items()}
+    for room, last_id, epoch in _database_ids(path):
+        ids[room] = (max(last_id, ids.get(room, (0, ""))[0]), epoch)
+    return [(room, last_id, epoch) for room, (last_id, epoch) in ids.items()]
+
+
+def _database_ids(path: Path) -> list[tuple[str, int, str]]:
     if not path.exists():
         return []
     try:
@@ -310,7 +333,7 @@ def _restore(state_dir: Path, source_path: Path) -> str:
         target = state_dir / HISTORY_FILE
         with _staging(target) as partial:
             rooms, messages = _copy(source, partial, source_path)
-            _continue_ids(partial, _room_ids(target))
+            _continue_ids(partial, _room_ids(target, journal_path(target)))
             kept = _set_aside(target)
             os.replace(partial, target)
             _sync_directory(state_dir)
@@ -352,6 +375,9 @@ def _set_aside(target: Path) -> Path | None:
         if wal.exists():
             os.replace(wal, kept.with_name(kept.name + "-wal"))
         target.with_name(target.name + "-shm").unlink(missing_ok=True)
+        journal = journal_path(target)
+        if journal.exists():  # messages the replaced database lacked: kept with it
+            os.replace(journal, journal.with_name(f"{journal.name}.replaced-{stamp}"))
     except OSError as exc:
         raise BackupError(EX_CANTCREAT, f"cannot move {target} aside: {exc.strerror}") from None
     return kept

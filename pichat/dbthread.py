@@ -12,6 +12,7 @@ one ``call_soon_threadsafe`` that settles the awaiting future directly.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -19,9 +20,11 @@ from typing import Any, TypeVar
 
 __all__ = ["DatabaseThread"]
 
+logger = logging.getLogger(__name__)
+
 _T = TypeVar("_T")
 
-_Job = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+_Job = tuple[Callable[[], Any], asyncio.AbstractEventLoop | None, "asyncio.Future[Any] | None"]
 
 
 def _settle(future: asyncio.Future[Any], error: BaseException | None, result: Any) -> None:
@@ -40,25 +43,31 @@ class DatabaseThread:
         self.name = name
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        #: Calls queued or running (or answered, not yet awaited back): while
-        #: this is not zero the thread may be using the database.
-        self.busy = 0
 
-    async def call(self, function: Callable[[], _T]) -> _T:
-        """``function()`` on the thread; its result or its exception, here."""
+    def _start(self) -> None:
         if self._thread is None:
             # A daemon thread: a store never closed (a test, a crash) cannot
             # keep the process alive.
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
+
+    async def call(self, function: Callable[[], _T]) -> _T:
+        """``function()`` on the thread; its result or its exception, here."""
+        self._start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
         self._jobs.put((function, loop, future))
-        self.busy += 1
-        try:
-            return await future
-        finally:
-            self.busy -= 1
+        return await future
+
+    def submit(self, function: Callable[[], None]) -> None:
+        """``function()`` on the thread, in order with the calls; nobody waits for it.
+
+        For work whose outcome the caller does not await (applying the
+        journal): ``function`` handles its own errors, and one it lets through
+        is logged by the thread rather than lost.
+        """
+        self._start()
+        self._jobs.put((function, None, None))
 
     def stop(self) -> None:
         """Finish the calls queued, then end the thread (a later call starts another)."""
@@ -77,10 +86,15 @@ class DatabaseThread:
             try:
                 result = function()
             except BaseException as exc:  # handed to the caller, as the executor did
+                if loop is None:
+                    logger.exception("a database job failed")
+                    continue
                 error: BaseException | None = exc
                 result = None
             else:
                 error = None
+            if loop is None or future is None:
+                continue
             try:
                 loop.call_soon_threadsafe(_settle, future, error, result)
             except RuntimeError:  # the loop is closed: nobody waits any more

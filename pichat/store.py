@@ -1,31 +1,33 @@
 """Persistent history in SQLite: the :class:`~.history.History` of one Pi.
 
-Writes are group-committed, and the listener is told only after COMMIT, so a
-message is broadcast only once it is stored (a ``kill -9`` loses nothing anyone
-has seen). WAL with ``synchronous=NORMAL`` keeps each commit durable against a
-process crash without an fsync per message; a power cut may lose the last
-commits, never corrupt the file.
+A message is broadcast only once it is stored, so a ``kill -9`` loses nothing
+anyone has seen. Stored first means journaled: the batch of a loop turn is one
+``write()`` to :mod:`.journal` on the event loop (about 40 µs), and the
+listener hears right after it. The database thread then applies the journal to
+SQLite in group commits, in one queue with every read and moderation change:
+a read sees every message reported before it was asked, and a deletion, which
+only names reported messages, always comes after the rows it deletes. At
+start, what the journal holds beyond the database is applied before anything
+is read (:func:`~.journal.replay`); once the thread has caught up, the journal
+is emptied before the next write when it has grown past :data:`JOURNAL_BYTES`,
+and removed at a clean close.
 
-Where a commit runs is a latency trade. Reads, moderation changes and the WAL
-checkpoint (the one step that fsyncs, so the one a slow SD card stalls) run on
-a database thread of their own. A batch of messages is committed on the event
-loop itself when that thread is idle: with WAL and ``synchronous=NORMAL`` that
-COMMIT is a ``write()`` into the page cache, and handing it to the thread cost
-more than the commit (in a room of 10, 0.19 ms of a message's 0.92 ms in the
-server went to the hand-off and back: two thread switches and two loop turns).
-While the thread is busy, messages wait for it and go in its next group commit,
-a commit on the loop that takes longer than :data:`INLINE_BUDGET` (a slow
-disk) sends every commit to the thread for :data:`THREAD_AFTER_SLOW` seconds, and
-one that finds the database locked by another process (an administrator's
-``sqlite3``) hands its batch to the thread at once, which waits for the lock
-(:func:`~.store_file.patiently`): nothing ever waits inside SQLite on the loop.
-Opening and the pragmas are :mod:`.store_file`, the statements of a commit
-:mod:`.store_writes`.
+Before the journal, the batch was committed to SQLite on the loop (175-210 µs
+cold, the commit's five statements), with hand-offs to the thread when it was
+busy or the disk slow. Now nothing on the loop waits for SQLite at all: a
+locked database (an administrator's ``sqlite3``) or a slow SD card holds up
+only the thread (:func:`~.store_file.patiently`), and a failed apply keeps its
+messages in the journal and retries them with the next batch (the history is
+reported unhealthy meanwhile). WAL with ``synchronous=NORMAL`` keeps a commit
+durable against a process crash without an fsync; the checkpoint, the one step
+that fsyncs, runs on the thread as well. Opening and the pragmas are
+:mod:`.store_file`, the statements of a commit :mod:`.store_writes`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import secrets
@@ -37,11 +39,12 @@ from typing import TypeVar
 
 from .dbthread import DatabaseThread
 from .history import Deletion, Entry, HistoryListener, Loaded
+from .journal import Journal, journal_path, read_entries, replay
 from .moderation_tables import ModerationTables
 from .protocol import Message
 from .retention import Cut
 from .state_dir import StoreError
-from .store_file import busy, open_database, patiently
+from .store_file import open_database, patiently
 from .store_writes import delete_cut, write_batch
 
 __all__ = ["Store", "new_epoch"]
@@ -51,13 +54,11 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-#: A commit on the event loop longer than this (seconds) means a slow disk ...
-INLINE_BUDGET = 0.01
-#: ... and commits go to the database thread for this long (seconds).
-THREAD_AFTER_SLOW = 60.0
-#: Appended this soon (seconds) after a commit made at once, a message is part
-#: of a burst (frames of one read, a busy room) and waits for the turn's end.
+#: Appended this soon (seconds) after a batch journaled at once, a message is
+#: part of a burst (frames of one read, a busy room) and waits for the turn's end.
 BURST_GAP = 0.001
+#: Once the journal is this long and all of it is in the database, it is emptied.
+JOURNAL_BYTES = 256 * 1024
 #: About how many bytes the WAL may grow between checkpoints (SQLite's own
 #: automatic checkpoint, 1000 pages, is off: it would run inside a COMMIT).
 CHECKPOINT_BYTES = 4 * 1024 * 1024
@@ -88,57 +89,78 @@ class Store(ModerationTables):
         self._thread = DatabaseThread("pichat-store")
         self._db: sqlite3.Connection | None = None
         self._cursor: sqlite3.Cursor | None = None
+        self._journal = Journal(journal_path(path))
         self._pending: list[Entry] = []
-        # Deletions and ban writes, applied before the next batch of messages.
-        self._changes: list[Callable[[sqlite3.Connection], None]] = []
-        self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
         self._listener: HistoryListener | None = None
-        # The writer task is between its wake-up and its next wait (it may be
-        # using the database through the thread).
-        self._writing = False
         self._inline: asyncio.Handle | None = None
         self._burst_until = 0.0  # monotonic: appends wait for the turn's end until then
-        self._thread_until = 0.0  # monotonic: commits go to the thread until then
+        # Journaled batches, numbered by record, the thread has yet to apply:
+        # appended on the loop, taken on the thread (deque's ends are atomic).
+        self._to_apply: collections.deque[tuple[int, list[Entry]]] = collections.deque()
+        self._apply_queued = False  # a job on the thread's queue will take them
+        self._unapplied: list[tuple[int, list[Entry]]] = []  # the thread's: retried first
+        self._records = 0  # journal records written (by the loop)
+        self._applied = 0  # ... and in the database (set by the thread)
         self._wal_bytes = 0  # written since the last checkpoint, roughly
-        self._closing = False
         # Failures are logged once, with a count when they end (a full disk
         # would otherwise log a traceback per message).
-        self._failed_messages = 0
-        #: Write transactions that failed, since start (for monitoring).
-        self.failures = 0
+        self._failed_messages = 0  # not journaled, so not shown
+        self._apply_failing = False  # journaled and shown, not yet in the database
+        self._journal_failures = 0
+        self._apply_failures = 0
         #: Called with each commit's duration in seconds, from the thread that committed.
         self.commit_observer: Callable[[float], None] | None = None
 
     async def _call(self, function: Callable[[], _T]) -> _T:
+        self._ensure_apply()  # what was reported goes first
         return await self._thread.call(functools.partial(patiently, function))
 
     @property
     def healthy(self) -> bool:
         """False from a failed write until the next successful one."""
-        return self._failed_messages == 0
+        return self._failed_messages == 0 and not self._apply_failing
+
+    @property
+    def failures(self) -> int:
+        """Writes that failed since start, to the journal or the database (for monitoring)."""
+        return self._journal_failures + self._apply_failures
 
     # Opening and migrating.
 
     async def open(self) -> None:
-        """Open (creating if needed) and migrate the database.
+        """Open (creating if needed) and migrate the database, then apply the journal.
 
         Raises:
             StoreError: when the file cannot be opened, is damaged or is from a
-                newer version.
+                newer version, or the journal cannot be applied.
         """
         await self._call(self._open)
 
     def _open(self) -> None:
         self._db = open_database(self.path)
         self._cursor = self._db.cursor()  # for every commit (see store_writes)
+        journal = self._journal.path
+        try:
+            entries, ignored = read_entries(journal)
+            if ignored:
+                logger.warning(
+                    "ignored %d bytes at the end of %s (a torn last write)", ignored, journal
+                )
+            recovered = replay(self._db, entries)
+            self._journal.open()
+            self._journal.truncate()
+        except (sqlite3.Error, OSError) as exc:
+            self._db.close()
+            self._db = self._cursor = None
+            raise StoreError(f"{journal}: cannot apply the message journal: {exc}") from exc
+        if recovered:
+            logger.warning("recovered %d messages from %s", recovered, journal)
 
     def start(self, listener: HistoryListener) -> None:
-        """Start the writer; committed and failed batches go to ``listener``."""
+        """Start writing; journaled and failed batches go to ``listener``."""
         self._listener = listener
-        self._writer = asyncio.get_running_loop().create_task(
-            self._write_loop(listener), name="pichat-store-writer"
-        )
+        if self._pending:
+            self._commit_now()
 
     async def load(self, room: str, limit: int) -> Loaded:
         """The last ``limit`` messages of a room, oldest first, its last id and epoch."""
@@ -185,15 +207,15 @@ class Store(ModerationTables):
     # Writing.
 
     def append(self, entry: Entry) -> None:
-        """Queue a message; the listener hears once it is committed."""
+        """Queue a message; the listener hears once it is journaled."""
         self._pending.append(entry)
         if self._inline is None:
             loop = asyncio.get_running_loop()
             if not getattr(loop, "_ready", True) and time.monotonic() >= self._burst_until:
                 # Nothing else is due (the loop's queue of callbacks is empty)
-                # and nothing was just committed: a lone message. Commit now, not
-                # a turn later (a tenth of its latency). ``_ready`` is asyncio's
-                # own; another loop always waits a turn.
+                # and nothing was just written: a lone message. Journal it now,
+                # not a turn later (a tenth of its latency). ``_ready`` is
+                # asyncio's own; another loop always waits a turn.
                 self._commit_now()
                 self._burst_until = time.monotonic() + BURST_GAP
                 return
@@ -201,7 +223,7 @@ class Store(ModerationTables):
             self._inline = loop.call_soon(self._commit_now)
 
     def delete(self, deletion: Deletion) -> None:
-        """Queue the removal of messages (before the next batch of messages)."""
+        """Queue the removal of messages (after every message already reported)."""
 
         def change(db: sqlite3.Connection) -> None:
             db.executemany(
@@ -217,16 +239,24 @@ class Store(ModerationTables):
         self._queue(change)
 
     def _queue(self, change: Callable[[sqlite3.Connection], None]) -> None:
-        self._changes.append(change)
-        self._wakeup.set()
+        self._ensure_apply()
+        self._thread.submit(functools.partial(self._change, change))
 
-    def _apply(self, changes: list[Callable[[sqlite3.Connection], None]]) -> None:
+    def _change(self, change: Callable[[sqlite3.Connection], None]) -> None:
+        """Apply a moderation change (on the thread)."""
+        try:
+            patiently(functools.partial(self._apply, change))
+        except (sqlite3.Error, OSError) as exc:
+            # Memory already changed; the database catches up on the next
+            # deletion or ban, or the moderator repeats it after a restart.
+            logger.error("cannot store a moderation change: %s (%s)", exc, self.path)
+
+    def _apply(self, change: Callable[[sqlite3.Connection], None]) -> None:
         assert self._db is not None
         db = self._db
         db.execute("BEGIN")
         try:
-            for change in changes:
-                change(db)
+            change(db)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -234,47 +264,34 @@ class Store(ModerationTables):
             raise
 
     def _commit_now(self) -> None:
-        """Commit what is pending here on the loop, or leave it to the writer task."""
+        """Journal what is pending and report it; the thread applies it later."""
         self._inline = None
         listener = self._listener
-        if not self._pending:
-            return
-        if (
-            listener is None
-            or self._db is None
-            or self._writing
-            or self._thread.busy
-            or self._changes
-            or self._closing
-            or time.monotonic() < self._thread_until
-        ):
-            self._wakeup.set()
+        if not self._pending or listener is None:
             return
         batch, self._pending = self._pending, []
-        started = time.monotonic()
+        journal = self._journal
+        if journal.size >= JOURNAL_BYTES and self._applied == self._records:
+            try:
+                journal.truncate()  # all of it is in the database
+            except OSError as exc:
+                logger.warning("cannot empty %s: %s", journal.path, exc)
         try:
-            self._write(batch)
-        except (sqlite3.Error, OSError) as exc:
-            if isinstance(exc, sqlite3.Error) and busy(exc):
-                # Another process holds the write lock: wait for it on the
-                # thread, not here. The batch goes first, in order.
-                self._pending[:0] = batch
-                self._wakeup.set()
-                return
-            error: BaseException | None = exc
-        else:
-            error = None
-        took = time.monotonic() - started
-        if took > INLINE_BUDGET:
-            logger.info(
-                "a commit took %.0f ms: committing on the database thread for %.0f s",
-                took * 1000,
-                THREAD_AFTER_SLOW,
-            )
-            self._thread_until = started + took + THREAD_AFTER_SLOW
-        self._report(listener, batch, error)
-        if self._wal_bytes >= CHECKPOINT_BYTES:
-            self._wakeup.set()  # the writer task checkpoints, on the thread
+            journal.write(batch)
+        except OSError as exc:
+            self._journal_failures += 1
+            self._report(listener, batch, exc)
+            return
+        self._records += 1
+        self._to_apply.append((self._records, batch))
+        self._report(listener, batch, None)
+        self._ensure_apply()
+
+    def _ensure_apply(self) -> None:
+        """That a job on the thread's queue will apply what is journaled (on the loop)."""
+        if self._to_apply and not self._apply_queued:
+            self._apply_queued = True
+            self._thread.submit(self._apply_journal)
 
     def _report(
         self, listener: HistoryListener, batch: list[Entry], error: BaseException | None
@@ -282,9 +299,8 @@ class Store(ModerationTables):
         """Tell the listener how a batch went; log a failure once, with a count when it ends."""
         if error is not None:
             if self._failed_messages == 0:
-                logger.error("cannot store messages: %s (%s)", error, self.path)
+                logger.error("cannot store messages: %s (%s)", error, self._journal.path)
             self._failed_messages += len(batch)
-            self.failures += 1
             listener.failed(batch)
             return
         if self._failed_messages:
@@ -292,38 +308,45 @@ class Store(ModerationTables):
             self._failed_messages = 0
         listener.committed(batch)
 
-    async def _write_loop(self, listener: HistoryListener) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            self._writing = True
-            batch, self._pending = self._pending, []
-            changes, self._changes = self._changes, []
-            if changes:
-                try:
-                    await self._call(functools.partial(self._apply, changes))
-                except (sqlite3.Error, OSError) as exc:
-                    # Memory already changed; the database catches up on the next
-                    # deletion or ban, or the moderator repeats it after a restart.
-                    logger.error("cannot store a moderation change: %s (%s)", exc, self.path)
-            if batch:
-                try:
-                    await self._call(functools.partial(self._write, batch))
-                except (sqlite3.Error, OSError) as exc:
-                    self._report(listener, batch, exc)
-                else:
-                    self._report(listener, batch, None)
-            if self._wal_bytes >= CHECKPOINT_BYTES:
-                # SQLite's automatic checkpoint is off: it would run inside a
-                # COMMIT, which may be on the event loop, and it fsyncs.
-                try:
-                    await self._call(self._checkpoint)
-                except (sqlite3.Error, OSError) as exc:
-                    logger.warning("history checkpoint failed: %s (%s)", exc, self.path)
-                self._wal_bytes = 0
-            self._writing = False
-            if self._closing and not self._pending and not self._changes:
-                return
+    def _apply_journal(self) -> None:
+        """Commit to SQLite every journaled batch not in it yet, in one transaction (on the thread).
+
+        A failure keeps the batches, in order, for the next try: the next
+        batch's job, the close, or the replay at the next start.
+        """
+        self._apply_queued = False  # first: a batch appended from now on gets a job
+        todo = self._unapplied
+        while self._to_apply:
+            todo.append(self._to_apply.popleft())
+        if not todo:
+            return
+        entries = todo[0][1] if len(todo) == 1 else [e for _, batch in todo for e in batch]
+        try:
+            patiently(functools.partial(self._write, entries))
+        except (sqlite3.Error, OSError) as exc:
+            self._apply_failures += 1
+            if not self._apply_failing:
+                logger.error(
+                    "cannot store messages in %s: %s (they are kept in %s and tried again)",
+                    self.path,
+                    exc,
+                    self._journal.path,
+                )
+            self._apply_failing = True
+            return
+        self._unapplied = []
+        self._applied = todo[-1][0]
+        if self._apply_failing:
+            logger.warning("storing messages in %s again", self.path)
+            self._apply_failing = False
+        if self._wal_bytes >= CHECKPOINT_BYTES:
+            # SQLite's automatic checkpoint is off: it would run inside a
+            # COMMIT, and it fsyncs; here it holds up only this thread.
+            try:
+                self._checkpoint()
+            except (sqlite3.Error, OSError) as exc:
+                logger.warning("history checkpoint failed: %s (%s)", exc, self.path)
+            self._wal_bytes = 0
 
     def _checkpoint(self) -> None:
         assert self._db is not None
@@ -347,15 +370,15 @@ class Store(ModerationTables):
         return await self._call(delete)
 
     async def close(self) -> None:
-        """Write what is queued, stop the writer, close the database."""
-        if self._writer is not None:
-            # The writer drains what is queued, reports it, then returns.
-            self._closing = True
-            self._wakeup.set()
-            await self._writer
-            self._writer = None
+        """Journal and apply what is queued, close the database; the journal goes if applied."""
+        if self._inline is not None:
+            self._inline.cancel()
+        self._commit_now()
         if self._db is not None:
             db = self._db
+            await self._call(self._apply_journal)
+            drained = not self._unapplied and self._applied == self._records
             await self._call(db.close)
             self._db = self._cursor = None
+            self._journal.close(remove=drained)
         self._thread.stop()

@@ -17,8 +17,10 @@ from .retention import Cut
 
 __all__ = ["delete_cut", "write_batch"]
 
+#: OR IGNORE: an id stored twice (the journal replayed over rows a crash left
+#: uncounted, say) keeps the first; an apply that failed on it would fail forever.
 INSERT_MESSAGE = (
-    "INSERT INTO messages (room, id, ms, name, avatar, text, moderator, announcement) "
+    "INSERT OR IGNORE INTO messages (room, id, ms, name, avatar, text, moderator, announcement) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 UPDATE_LAST_ID = (

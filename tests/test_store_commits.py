@@ -1,9 +1,10 @@
-"""Where the store commits: on the event loop while its thread is idle, else on the thread.
+"""Where and when the store writes: the journal on the event loop, SQLite on its thread.
 
-A commit on the loop saves a message two thread switches and two loop turns;
-these tests pin down when that happens, that order and durability hold either
-way, and that what the loop must not do (the fsyncing checkpoint, commits on a
-slow disk) stays on the thread.
+A message is reported once its batch is in the journal (one ``write()``, on
+the loop); the database thread applies the journal in group commits, in one
+queue with reads and moderation changes. These tests pin down that nothing on
+the loop waits for SQLite, that order holds across that queue, and that a
+failed apply keeps its messages and tries them again.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import contextlib
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import pichat.store
+import pichat.store_file
 from pichat.history import Deletion, Entry
+from pichat.journal import journal_path, read_entries
 from pichat.protocol import Message
 from pichat.retention import Cut
 from pichat.store import Store
@@ -32,69 +36,145 @@ def watch_threads(store: Store) -> list[str]:
     return threads
 
 
-async def test_an_idle_store_commits_on_the_event_loop_and_the_row_is_on_disk(
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection holding the database's write lock (an administrator's sqlite3)."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            yield other
+        finally:
+            if other.in_transaction:
+                other.execute("COMMIT")
+
+
+async def test_a_reported_message_is_in_the_journal_and_committed_on_the_thread(
     tmp_path: Path,
 ) -> None:
-    """A message commits on the loop's own thread, and is in the file when reported."""
+    """Reported means journaled (a kill -9 keeps it); SQLite gets it on the store's thread."""
     path = tmp_path / "h.sqlite3"
     async with opened(path) as (store, recorder):
         threads = watch_threads(store)
         store.append(entry(1))
         await recorder.wait_committed(1)
-        assert threads == [threading.current_thread().name]
+        assert [e.message.id for e in read_entries(journal_path(path))[0]] == [1]
+        assert [m.id for m in await store.messages_after("lobby", 0, 10)] == [1]
+        assert threads == ["pichat-store"]
         # Another connection sees it: committed, not just queued.
         assert query(path, "SELECT id FROM messages") == [(1,)]
 
 
-async def test_messages_wait_for_a_busy_thread_and_keep_their_order(tmp_path: Path) -> None:
-    """While the thread runs a call, messages go to it, in order, after that call."""
-    loop_thread = threading.current_thread().name
-    async with opened(tmp_path / "h.sqlite3") as (store, recorder):
-        threads = watch_threads(store)
-        store.append(entry(1))
-        await recorder.wait_committed(1)
-        reading = asyncio.ensure_future(store.load("lobby", 10))
-        await asyncio.sleep(0)  # the read is on the thread now
-        store.append(entry(2))
-        store.append(entry(3))
-        await reading
-        await recorder.wait_committed(3)
-        store.append(entry(4))  # the thread is idle again
-        await recorder.wait_committed(4)
-        ids = [e.message.id for batch in recorder.committed_batches for e in batch]
-        assert ids == [1, 2, 3, 4]
-        assert threads == [loop_thread, "pichat-store", loop_thread]
+async def test_a_locked_database_does_not_hold_up_messages(tmp_path: Path) -> None:
+    """Another process's write lock: messages are still reported at once, and stored after.
 
-
-async def test_a_queued_moderation_change_goes_first_on_the_thread(tmp_path: Path) -> None:
-    """A deletion queued before a message is applied before it: both on the thread."""
+    Before the journal, a message waited for the lock (on the thread) before
+    anyone saw it: an administrator's open ``sqlite3`` froze the room.
+    """
     path = tmp_path / "h.sqlite3"
     async with opened(path) as (store, recorder):
-        threads = watch_threads(store)
         store.append(entry(1))
         await recorder.wait_committed(1)
-        store.delete(Deletion("lobby", (1,)))
-        store.append(entry(2))
-        await recorder.wait_committed(2)
-        assert threads[1:] == ["pichat-store"]
+        with locked(path):
+            store.append(entry(2))
+            store.append(entry(3))
+            await recorder.wait_committed(3)
+            await asyncio.sleep(0.1)  # the loop runs: nothing waits in it
+            assert query(path, "SELECT id FROM messages") == [(1,)]
+        assert [m.id for m in await store.messages_after("lobby", 0, 10)] == [1, 2, 3]
+        assert recorder.failed_batches == []
+        assert store.healthy
+
+
+async def test_a_read_sees_every_message_reported_before_it(tmp_path: Path) -> None:
+    """A read queued behind an apply that waits for a lock waits too, and sees the rows."""
+    path = tmp_path / "h.sqlite3"
+    async with opened(path) as (store, recorder):
+        with locked(path):
+            for number in (1, 2, 3):
+                store.append(entry(number))
+            await recorder.wait_committed(3)
+            reading = asyncio.ensure_future(store.messages_after("lobby", 0, 10))
+            await asyncio.sleep(0.1)
+            assert not reading.done()
+        assert [m.id for m in await reading] == [1, 2, 3]
+
+
+async def test_a_deletion_is_applied_after_the_message_it_names(tmp_path: Path) -> None:
+    """Deleting a message the thread has yet to store: the row goes all the same."""
+    path = tmp_path / "h.sqlite3"
+    async with opened(path) as (store, recorder):
+        with locked(path):
+            store.append(entry(1))
+            await recorder.wait_committed(1)
+            store.delete(Deletion("lobby", (1,)))
+            store.append(entry(2))
+            await recorder.wait_committed(2)
     assert query(path, "SELECT id FROM messages") == [(2,)]
 
 
-async def test_a_slow_commit_sends_commits_to_the_thread(
+async def test_a_failed_apply_keeps_the_messages_and_tries_them_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A commit on the loop that took longer than the budget: the next ones go to the thread."""
-    monkeypatch.setattr(pichat.store, "INLINE_BUDGET", 0.0)  # every commit is "slow"
-    loop_thread = threading.current_thread().name
-    async with opened(tmp_path / "h.sqlite3") as (store, recorder):
-        threads = watch_threads(store)
-        with caplog.at_level(logging.INFO, logger="pichat.store"):
+    """The lock outlasts the wait: unhealthy, nothing lost, stored with the next batch."""
+    monkeypatch.setattr(pichat.store_file, "BUSY_TIMEOUT", 0.1)
+    path = tmp_path / "h.sqlite3"
+    async with opened(path) as (store, recorder):
+        with caplog.at_level(logging.WARNING, logger="pichat.store"), locked(path):
             store.append(entry(1))
             await recorder.wait_committed(1)
+            for _ in range(100):
+                if not store.healthy:
+                    break
+                await asyncio.sleep(0.02)
+            assert not store.healthy
+            assert store.failures == 1
+        assert "cannot store messages in" in caplog.text
+        store.append(entry(2))
+        await recorder.wait_committed(2)
+        assert [m.id for m in await store.messages_after("lobby", 0, 10)] == [1, 2]
+        assert store.healthy
+        assert "storing messages in" in caplog.text
+    assert recorder.failed_batches == []
+
+
+async def test_close_keeps_the_journal_when_the_database_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages the database would not take at close are in the journal at the next start."""
+    monkeypatch.setattr(pichat.store_file, "BUSY_TIMEOUT", 0.1)
+    path = tmp_path / "h.sqlite3"
+    with contextlib.ExitStack() as stack:
+        async with opened(path) as (store, recorder):
+            store.append(entry(1))
+            await recorder.wait_committed(1)
+            await store.messages_after("lobby", 0, 1)
+            stack.enter_context(locked(path))
             store.append(entry(2))
             await recorder.wait_committed(2)
-        assert threads == [loop_thread, "pichat-store"]
-        assert "committing on the database thread for 60 s" in caplog.text
+        assert query(path, "SELECT id FROM messages") == [(1,)]
+        assert [e.message.id for e in read_entries(journal_path(path))[0]] == [1, 2]
+    async with opened(path) as (store, _):
+        assert [m.id for m in (await store.load("lobby", 10)).messages] == [1, 2]
+    assert not journal_path(path).exists()  # applied, then removed at the clean close
+
+
+async def test_the_journal_is_emptied_once_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past JOURNAL_BYTES, and all of it in the database, the journal starts again."""
+    monkeypatch.setattr(pichat.store, "JOURNAL_BYTES", 1024)
+    path = tmp_path / "h.sqlite3"
+    sizes: list[int] = []
+    async with opened(path) as (store, recorder):
+        for number in range(1, 51):
+            store.append(Entry("lobby", Message(number, 1000, "a", "", "x" * 100), None, KEEP_ALL))
+            await recorder.wait_committed(number)
+            await store.messages_after("lobby", number, 1)  # the thread has caught up
+            sizes.append(journal_path(path).stat().st_size)
+        assert len(await store.messages_after("lobby", 0, 100)) == 50
+    assert max(sizes) < 1024 + 300, sizes
+    assert sizes[-1] < sizes[-2] or sizes[-2] < sizes[-3]  # it was emptied, repeatedly
+    assert not journal_path(path).exists()
 
 
 async def test_the_wal_is_checkpointed_on_the_thread(
@@ -115,30 +195,12 @@ async def test_the_wal_is_checkpointed_on_the_thread(
         for number in range(1, 301):
             store.append(Entry("lobby", Message(number, 1000, "a", "", "x" * 2000), None, KEEP_ALL))
             await recorder.wait_committed(number)
+            await store.messages_after("lobby", number, 1)  # one commit each, as at 50 msg/s
         wal = path.with_name(path.name + "-wal").stat().st_size
     # 300 commits of a 2000-character message: about 3.6 MiB of WAL frames
     # without checkpoints; with one every 64 KiB the WAL is reused from its start.
     assert wal < 512 * 1024, wal
     assert checkpoints and set(checkpoints) == {"pichat-store"}
-
-
-async def test_a_locked_database_does_not_stall_the_loop(tmp_path: Path) -> None:
-    """Another process's write lock: the loop goes on, the message waits for it on the thread."""
-    path = tmp_path / "h.sqlite3"
-    async with opened(path) as (store, recorder):
-        threads = watch_threads(store)
-        store.append(entry(1))
-        await recorder.wait_committed(1)
-        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
-            other.execute("BEGIN IMMEDIATE")  # an administrator's sqlite3 session, say
-            store.append(entry(2))
-            await asyncio.sleep(0.2)  # the loop runs: the commit did not wait in it
-            assert recorder.count(recorder.committed_batches) == 1
-            other.execute("COMMIT")
-        await recorder.wait_committed(2)
-        assert recorder.failed_batches == []
-        assert threads[1:] == ["pichat-store"]
-    assert query(path, "SELECT id FROM messages") == [(1,), (2,)]
 
 
 async def test_the_thread_waits_for_a_lock_and_then_writes(tmp_path: Path) -> None:
@@ -158,7 +220,7 @@ async def test_the_thread_waits_for_a_lock_and_then_writes(tmp_path: Path) -> No
 async def test_a_lone_message_commits_within_the_callback_that_appended_it(
     tmp_path: Path,
 ) -> None:
-    """Nothing else due on the loop: the commit is not put off to the next turn.
+    """Nothing else due on the loop: the journal write is not put off to the next turn.
 
     A message alone in its turn (the common case below saturation) was
     committed one loop turn later, a tenth of its time in the server with
