@@ -2,11 +2,14 @@
 
 It reads the history through a read-only connection, so it works beside a
 running daemon (WAL lets it read while the daemon commits) or on a stopped
-one's state directory, and never changes the database.
+one's state directory, and never changes the database. Messages the daemon's
+journal holds beyond the database (shown a few milliseconds ago, or since a
+crash pichat has not restarted from) are exported too, in their place.
 """
 
 from __future__ import annotations
 
+import heapq
 import html
 import json
 import sqlite3
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import TextIO
 
 from .backup import EX_DATAERR, BackupError, check_database, open_readonly
+from .history import Entry
+from .journal import journal_path, read_entries
 from .protocol import Message
 from .state_dir import HISTORY_FILE
 
@@ -39,6 +44,24 @@ def _messages(db: sqlite3.Connection, room: str | None) -> Iterator[tuple[str, M
         yield row[0], Message(*row[1:])
 
 
+def _journaled(
+    db: sqlite3.Connection, journal: list[Entry], room: str | None
+) -> list[tuple[str, Message]]:
+    """The journal's messages the database lacks (above their room's last id), in order."""
+    last = dict(db.execute("SELECT room, last_id FROM rooms").fetchall())
+    extra = [
+        (e.room, e.message)
+        for e in journal
+        if e.message.id > last.get(e.room, 0) and room in (None, e.room)
+    ]
+    return sorted(extra, key=_order)
+
+
+def _order(item: tuple[str, Message]) -> tuple[str, int]:
+    # SQLite's ORDER BY room compares UTF-8 bytes: the same order as code points.
+    return item[0], item[1].id
+
+
 def export(state_dir: Path, output: TextIO, room: str | None = None, form: str = "jsonl") -> int:
     """Write the messages of ``state_dir`` (of one ``room``) to ``output``; returns how many.
 
@@ -49,8 +72,11 @@ def export(state_dir: Path, output: TextIO, room: str | None = None, form: str =
     db = open_readonly(path)
     try:
         check_database(db, path)
+        journal, _ = read_entries(journal_path(path))  # first: see backup._write
         try:
-            return _write(_messages(db, room), output, form)
+            db.execute("BEGIN")  # the rooms' last ids and the rows of one moment
+            messages = heapq.merge(_messages(db, room), _journaled(db, journal, room), key=_order)
+            return _write(messages, output, form)
         except sqlite3.DatabaseError as exc:
             raise BackupError(EX_DATAERR, f"{path}: {exc}") from None
     finally:

@@ -288,8 +288,12 @@ class Store(ModerationTables):
         self._ensure_apply()
 
     def _ensure_apply(self) -> None:
-        """That a job on the thread's queue will apply what is journaled (on the loop)."""
-        if self._to_apply and not self._apply_queued:
+        """That a job on the thread's queue will apply what is journaled (on the loop).
+
+        After a failed apply, the next read or change tries again first, so
+        the database catches up without waiting for the next message.
+        """
+        if (self._to_apply or self._apply_failing) and not self._apply_queued:
             self._apply_queued = True
             self._thread.submit(self._apply_journal)
 

@@ -9,6 +9,7 @@ ignored, a message deleted after it was applied stays deleted.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from pichat.backup import backup, restore
+from pichat.export import export
 from pichat.history import Entry
 from pichat.journal import encode, journal_path, read_entries, replay
 from pichat.protocol import Message
@@ -233,3 +235,25 @@ async def test_a_restore_continues_above_the_journal_ids(tmp_path: Path) -> None
     async with opened(path) as (store, _):
         loaded = await store.load("lobby", 10)
         assert (loaded.messages, loaded.last_id) == ([], 3)
+
+
+async def test_an_export_holds_what_only_the_journal_has_in_its_place(tmp_path: Path) -> None:
+    """``pichat export`` merges the journal's messages after their room's stored ones."""
+    path = await killed_with_journal_only(tmp_path / "state")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("INSERT INTO rooms (room, last_id, epoch) VALUES ('a', 1, 'e')")
+        db.execute(
+            "INSERT INTO messages (room, id, ms, name, avatar, text) "
+            "VALUES ('a', 1, 1, 'b', '', 'x')"
+        )
+    out = io.StringIO()
+    assert export(tmp_path / "state", out) == 4
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(line["room"], line["id"]) for line in lines] == [
+        ("a", 1),
+        ("lobby", 1),
+        ("lobby", 2),
+        ("lobby", 3),
+    ]
+    out = io.StringIO()
+    assert export(tmp_path / "state", out, room="a") == 1
