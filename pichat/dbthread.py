@@ -3,10 +3,11 @@
 A ``ThreadPoolExecutor(1)`` did the same, but each call paid for its
 generality: ``submit`` with its locks and thread accounting, a concurrent future
 wrapped into an asyncio one, and a task step to pass the result on. With 10
-people in a room that hand-off was a sixth of the server's time per message,
-and every message waits for it twice (to the thread for the COMMIT, and back)
-before it is broadcast. Here a call is one ``SimpleQueue.put``, and the answer
-one ``call_soon_threadsafe`` that settles the awaiting future directly.
+people in a room that hand-off was a sixth of the server's time per message
+while messages waited for their COMMIT on it. Here a call is one
+``SimpleQueue.put``, and the answer one ``call_soon_threadsafe`` that settles
+the awaiting future directly; a job nobody awaits (applying the journal) is the
+``put`` alone.
 """
 
 from __future__ import annotations

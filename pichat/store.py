@@ -150,6 +150,7 @@ class Store(ModerationTables):
             self._journal.open()
             self._journal.truncate()
         except (sqlite3.Error, OSError) as exc:
+            self._journal.close(remove=False)
             self._db.close()
             self._db = self._cursor = None
             raise StoreError(f"{journal}: cannot apply the message journal: {exc}") from exc

@@ -26,3 +26,22 @@ async def test_calls_run_in_order_on_one_named_thread_and_errors_come_back() -> 
     assert not any(t.name == "pichat-test-db" for t in threading.enumerate())
     assert await worker.call(lambda: "again") == "again"  # a later call starts another
     worker.stop()
+
+
+async def test_submitted_jobs_run_in_order_with_calls_and_their_errors_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``submit`` queues like ``call`` without a caller to tell: a failure is a log line."""
+    worker = DatabaseThread("pichat-test-db")
+    done: list[str] = []
+
+    def fail() -> None:
+        done.append("fail")
+        raise ValueError("no such table")
+
+    worker.submit(lambda: done.append("first"))
+    worker.submit(fail)
+    assert await worker.call(lambda: done.append("call") or len(done)) == 3
+    assert done == ["first", "fail", "call"]
+    assert "a database job failed" in caplog.text and "no such table" in caplog.text
+    worker.stop()

@@ -30,7 +30,7 @@ from pichat.protocol import Message
 from pichat.retention import Cut
 from pichat.state_dir import HISTORY_FILE
 from pichat.store_file import open_database
-from tests.test_store import entry, opened, query
+from tests.test_store import entry, open_error, opened, query
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -257,3 +257,11 @@ async def test_an_export_holds_what_only_the_journal_has_in_its_place(tmp_path: 
     ]
     out = io.StringIO()
     assert export(tmp_path / "state", out, room="a") == 1
+
+
+async def test_a_journal_that_cannot_be_read_is_a_store_error(tmp_path: Path) -> None:
+    """The daemon refuses to start (exit 73) rather than run without what the journal holds."""
+    path = tmp_path / "h.sqlite3"
+    journal_path(path).mkdir()  # not a file: neither readable nor writable as one
+    message = await open_error(path)
+    assert "h.journal: cannot apply the message journal" in message

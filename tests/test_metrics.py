@@ -128,9 +128,9 @@ async def test_metrics_count_store_failures(daemon_factory: Any) -> None:
     )
     await say(ws, "kept")
     assert (await recv_type(ws, "message"))["text"] == "kept"
-    await store.messages_after("lobby", 0, 1)  # the thread has tried it
-    samples = await scrape(daemon)
-    assert value(samples, "pichat_store_failures_total") == 1
+    await store.messages_after("lobby", 0, 1)  # the thread has tried it (maybe twice:
+    samples = await scrape(daemon)  # a read after a failed apply tries it again first)
+    assert value(samples, "pichat_store_failures_total") >= 1
     assert value(samples, "pichat_history_up") == 0
     assert value(samples, "pichat_messages_total", room="lobby") == 1
     await ws.close()
