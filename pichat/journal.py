@@ -30,7 +30,7 @@ from pathlib import Path
 from .history import Entry
 from .protocol import Message
 from .retention import Cut
-from .store_writes import write_batch
+from .store_writes import row, write_batch
 
 __all__ = ["Journal", "journal_path", "read_entries", "replay", "room_ids"]
 
@@ -50,21 +50,7 @@ def journal_path(database: Path) -> Path:
 def encode(batch: list[Entry]) -> bytes:
     """One record: header and payload, written with a single ``write()``."""
     payload = json.dumps(
-        [
-            (
-                e.room,
-                e.message.id,
-                e.message.ms,
-                e.message.name,
-                e.message.avatar,
-                e.message.text,
-                int(e.message.moderator),
-                int(e.message.announcement),
-                e.cut.first_id,
-                e.cut.oldest_ms,
-            )
-            for e in batch
-        ],
+        [(*row(e), e.cut.first_id, e.cut.oldest_ms) for e in batch],
         ensure_ascii=False,
         separators=(",", ":"),
     ).encode()

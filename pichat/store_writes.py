@@ -15,7 +15,7 @@ import sqlite3
 from .history import Entry
 from .retention import Cut
 
-__all__ = ["delete_cut", "write_batch"]
+__all__ = ["delete_cut", "row", "write_batch"]
 
 #: OR IGNORE: an id stored twice (the journal replayed over rows a crash left
 #: uncounted, say) keeps the first; an apply that failed on it would fail forever.
@@ -29,21 +29,15 @@ UPDATE_LAST_ID = (
 )
 
 
+def row(e: Entry) -> tuple[str, int, int, str, str, str, int, int]:
+    """The columns of a message's row, in :data:`INSERT_MESSAGE`'s order (the journal's too)."""
+    m = e.message
+    return (e.room, m.id, m.ms, m.name, m.avatar, m.text, int(m.moderator), int(m.announcement))
+
+
 def write_batch(cursor: sqlite3.Cursor, batch: list[Entry]) -> None:
     """Insert the batch and apply each room's newest cut, in one transaction."""
-    rows = [
-        (
-            e.room,
-            e.message.id,
-            e.message.ms,
-            e.message.name,
-            e.message.avatar,
-            e.message.text,
-            int(e.message.moderator),
-            int(e.message.announcement),
-        )
-        for e in batch
-    ]
+    rows = [row(e) for e in batch]
     newest: dict[str, Entry] = {}
     for entry in batch:
         newest[entry.room] = entry

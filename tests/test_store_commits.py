@@ -74,6 +74,7 @@ async def test_a_locked_database_does_not_hold_up_messages(tmp_path: Path) -> No
     async with opened(path) as (store, recorder):
         store.append(entry(1))
         await recorder.wait_committed(1)
+        await store.messages_after("lobby", 0, 1)  # in the database before the lock
         with locked(path):
             store.append(entry(2))
             store.append(entry(3))
