@@ -45,7 +45,7 @@ from .protocol import Message
 from .retention import Cut
 from .state_dir import StoreError
 from .store_file import open_database, patiently
-from .store_writes import delete_cut, write_batch
+from .store_writes import delete_cut, delete_messages, deleted, write_batch
 
 __all__ = ["Store", "new_epoch"]
 
@@ -225,19 +225,19 @@ class Store(ModerationTables):
 
     def delete(self, deletion: Deletion) -> None:
         """Queue the removal of messages (after every message already reported)."""
+        self._queue(functools.partial(delete_messages, deletion=deletion))
+        self._thread.submit(functools.partial(self._forget, deletion))
 
-        def change(db: sqlite3.Connection) -> None:
-            db.executemany(
-                "DELETE FROM messages WHERE room = ? AND id = ?",
-                [(deletion.room, id_) for id_ in deletion.ids],
-            )
-            if deletion.through:
-                db.execute(
-                    "DELETE FROM messages WHERE room = ? AND id <= ?",
-                    (deletion.room, deletion.through),
-                )
+    def _forget(self, deletion: Deletion) -> None:
+        """Drop deleted messages from a failed apply's retry (on the thread).
 
-        self._queue(change)
+        Otherwise the retry would store, after the deletion, a message the
+        deletion had found no row for.
+        """
+        self._unapplied = [
+            (record, [e for e in batch if not deleted(e, deletion)])
+            for record, batch in self._unapplied
+        ]
 
     def _queue(self, change: Callable[[sqlite3.Connection], None]) -> None:
         self._ensure_apply()

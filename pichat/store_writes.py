@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import sqlite3
 
-from .history import Entry
+from .history import Deletion, Entry
 from .retention import Cut
 
-__all__ = ["delete_cut", "row", "write_batch"]
+__all__ = ["delete_cut", "delete_messages", "deleted", "row", "write_batch"]
 
 #: OR IGNORE: an id stored twice (the journal replayed over rows a crash left
 #: uncounted, say) keeps the first; an apply that failed on it would fail forever.
@@ -76,3 +76,22 @@ def delete_cut(db: sqlite3.Cursor | sqlite3.Connection, room: str, cut: Cut) -> 
             "DELETE FROM messages WHERE room = ? AND ms < ?", (room, cut.oldest_ms)
         ).rowcount
     return removed
+
+
+def delete_messages(db: sqlite3.Connection, deletion: Deletion) -> None:
+    """Remove what a moderator deleted: the listed ids, and every id up to ``through``."""
+    db.executemany(
+        "DELETE FROM messages WHERE room = ? AND id = ?",
+        [(deletion.room, id_) for id_ in deletion.ids],
+    )
+    if deletion.through:
+        db.execute(
+            "DELETE FROM messages WHERE room = ? AND id <= ?", (deletion.room, deletion.through)
+        )
+
+
+def deleted(e: Entry, deletion: Deletion) -> bool:
+    """Whether ``deletion`` removes the message of ``e``."""
+    return e.room == deletion.room and (
+        e.message.id in deletion.ids or e.message.id <= deletion.through
+    )

@@ -141,6 +141,25 @@ async def test_a_failed_apply_keeps_the_messages_and_tries_them_again(
     assert recorder.failed_batches == []
 
 
+async def test_a_deletion_while_the_database_refuses_is_not_undone_by_the_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message deleted before its row could be written stays out when the write succeeds."""
+    monkeypatch.setattr(pichat.store_file, "BUSY_TIMEOUT", 0.1)
+    path = tmp_path / "h.sqlite3"
+    async with opened(path) as (store, recorder):
+        with locked(path):
+            store.append(entry(1))
+            store.append(entry(2))
+            await recorder.wait_committed(2)
+            await store.messages_after("lobby", 0, 10)  # the apply has failed
+            assert not store.healthy
+            store.delete(Deletion("lobby", (1,)))
+            await store.messages_after("lobby", 0, 10)  # the deletion went while refused
+        assert [m.id for m in await store.messages_after("lobby", 0, 10)] == [2]
+        assert store.healthy
+
+
 async def test_close_keeps_the_journal_when_the_database_refuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
