@@ -1,8 +1,9 @@
 """The moderation tables of the history database: bans, room rules, the moderation log.
 
 A part of :class:`pichat.store.Store`, kept apart because it is a concern of
-its own: the few rows moderators change, queued on the store's writer like
-messages (so they are applied in order with them) and read through its thread.
+its own: the few rows moderators change, queued on the store's database thread
+behind the messages already reported (so they are applied in order with them)
+and read through it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _T = TypeVar("_T")
 
 
 class ModerationTables(abc.ABC):
-    """Bans, room rules and the moderation log, on the store's connection and writer.
+    """Bans, room rules and the moderation log, on the store's connection and thread.
 
     The store supplies the two ways in: a read on its database thread and a
     change queued behind the messages already waiting.
@@ -42,7 +43,7 @@ class ModerationTables(abc.ABC):
 
     @abc.abstractmethod
     def _queue(self, change: Callable[[sqlite3.Connection], None]) -> None:
-        """Apply ``change`` in the writer's next transaction, in order with the writes."""
+        """Apply ``change`` on the store's thread, after every message already reported."""
 
     async def load_bans(self) -> list[Ban]:
         """Every stored ban."""

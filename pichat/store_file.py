@@ -73,7 +73,7 @@ def open_database(path: Path) -> sqlite3.Connection:
         if mode != "wal":
             logger.warning("history database is not in WAL mode (%s)", mode)
         db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("PRAGMA wal_autocheckpoint = 0")  # see Store._write_loop
+        db.execute("PRAGMA wal_autocheckpoint = 0")  # see Store._apply_journal
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(
