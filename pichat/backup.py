@@ -47,6 +47,7 @@ __all__ = [
     "backup",
     "backup_rotating",
     "check_database",
+    "journal_entries",
     "open_readonly",
     "restore",
 ]
@@ -190,7 +191,7 @@ def _write(source: sqlite3.Connection, name: Path, target: Path, force: bool) ->
     The journal is read before the database is: a record the daemon applies
     and then empties from the journal meanwhile is in the copy either way.
     """
-    journal, _ = read_entries(journal_path(name))
+    journal = journal_entries(name)
     with _staging(target) as partial:
         counts = _copy(source, partial, name, journal)
         try:
@@ -282,13 +283,26 @@ def backup_rotating(
     return done + (f"; removed {removed} older" if removed else "")
 
 
-def _room_ids(path: Path, journal: Path) -> list[tuple[str, int, str]]:
+def journal_entries(database: Path) -> list[Entry]:
+    """What the journal beside ``database`` holds (nothing if there is none).
+
+    Raises:
+        BackupError: the journal exists and cannot be read (EX_NOINPUT).
+    """
+    journal = journal_path(database)
+    try:
+        return read_entries(journal)[0]
+    except OSError as exc:
+        raise BackupError(EX_NOINPUT, f"cannot read {journal}: {exc.strerror}") from None
+
+
+def _room_ids(path: Path) -> list[tuple[str, int, str]]:
     """Each room's last id and epoch in the history being replaced (none if unreadable).
 
     The journal's ids count: a crash may have left messages there that the
     database never got, and pages have seen them.
     """
-    ids = {room: (last_id, "") for room, last_id in room_ids(read_entries(journal)[0]).items()}
+    ids = {room: (last_id, "") for room, last_id in room_ids(journal_entries(path)).items()}
     for room, last_id, epoch in _database_ids(path):
         ids[room] = (max(last_id, ids.get(room, (0, ""))[0]), epoch)
     return [(room, last_id, epoch) for room, (last_id, epoch) in ids.items()]
@@ -333,7 +347,7 @@ def _restore(state_dir: Path, source_path: Path) -> str:
         target = state_dir / HISTORY_FILE
         with _staging(target) as partial:
             rooms, messages = _copy(source, partial, source_path)
-            _continue_ids(partial, _room_ids(target, journal_path(target)))
+            _continue_ids(partial, _room_ids(target))
             kept = _set_aside(target)
             os.replace(partial, target)
             _sync_directory(state_dir)

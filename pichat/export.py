@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from .backup import EX_DATAERR, BackupError, check_database, open_readonly
+from .backup import EX_DATAERR, BackupError, check_database, journal_entries, open_readonly
 from .history import Entry
-from .journal import journal_path, read_entries
 from .protocol import Message
 from .state_dir import HISTORY_FILE
 
@@ -72,7 +71,7 @@ def export(state_dir: Path, output: TextIO, room: str | None = None, form: str =
     db = open_readonly(path)
     try:
         check_database(db, path)
-        journal, _ = read_entries(journal_path(path))  # first: see backup._write
+        journal = journal_entries(path)  # first: see backup._write
         try:
             db.execute("BEGIN")  # the rooms' last ids and the rows of one moment
             messages = heapq.merge(_messages(db, room), _journaled(db, journal, room), key=_order)

@@ -131,8 +131,13 @@ class Journal:
         self.size = 0
 
     def open(self) -> None:
-        """Open for appending, creating the file (private, like the database) if needed."""
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Open for appending, creating the file if needed.
+
+        With the mode SQLite gives the database (0644 less the umask): whoever
+        may read the history (``pichat backup``, ``export``) may read this too.
+        """
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        self._fd = os.open(self.path, flags, 0o644)
         self.size = os.fstat(self._fd).st_size
 
     def write(self, batch: list[Entry]) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pichat.backup import backup, restore
+from pichat.backup import EX_NOINPUT, BackupError, backup, restore
 from pichat.export import export
 from pichat.history import Entry
 from pichat.journal import encode, journal_path, read_entries, replay
@@ -265,3 +265,21 @@ async def test_a_journal_that_cannot_be_read_is_a_store_error(tmp_path: Path) ->
     journal_path(path).mkdir()  # not a file: neither readable nor writable as one
     message = await open_error(path)
     assert "h.journal: cannot apply the message journal" in message
+
+
+async def test_an_unreadable_journal_is_one_line_for_backup_and_export(tmp_path: Path) -> None:
+    """Not a traceback: ``pichat backup`` and ``export`` name the file and exit 66."""
+    state = tmp_path / "state"
+    state.mkdir()
+    async with opened(state / HISTORY_FILE):
+        pass
+    journal_path(state / HISTORY_FILE).mkdir()
+    for run in (
+        lambda: backup(state, tmp_path / "copy.sqlite3"),
+        lambda: export(state, io.StringIO()),
+    ):
+        with pytest.raises(BackupError) as info:
+            run()
+        assert info.value.code == EX_NOINPUT
+        assert str(info.value) == f"cannot read {state / 'history.journal'}: Is a directory"
+    assert not (tmp_path / "copy.sqlite3").exists()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +60,11 @@ async def test_a_reported_message_is_in_the_journal_and_committed_on_the_thread(
         store.append(entry(1))
         await recorder.wait_committed(1)
         assert [e.message.id for e in read_entries(journal_path(path))[0]] == [1]
+        umask = os.umask(0)
+        os.umask(umask)
+        # Readable by whoever may read the database (SQLite's 0644, less the umask).
+        assert stat.S_IMODE(journal_path(path).stat().st_mode) == 0o644 & ~umask
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644 & ~umask
         assert [m.id for m in await store.messages_after("lobby", 0, 10)] == [1]
         assert threads == ["pichat-store"]
         # Another connection sees it: committed, not just queued.
