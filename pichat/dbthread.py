@@ -84,17 +84,15 @@ class DatabaseThread:
             if job is None:
                 return
             function, loop, future = job
+            error: BaseException | None = None
+            result = None
             try:
                 result = function()
             except BaseException as exc:  # handed to the caller, as the executor did
-                if loop is None:
-                    logger.exception("a database job failed")
-                    continue
-                error: BaseException | None = exc
-                result = None
-            else:
-                error = None
-            if loop is None or future is None:
+                error = exc
+            if loop is None or future is None:  # submitted: nobody to hand it to
+                if error is not None:
+                    logger.error("a database job failed", exc_info=error)
                 continue
             try:
                 loop.call_soon_threadsafe(_settle, future, error, result)

@@ -19,6 +19,7 @@ from typing import TextIO
 
 from .backup import EX_DATAERR, BackupError, check_database, journal_entries, open_readonly
 from .history import Entry
+from .journal import missing
 from .protocol import Message
 from .state_dir import HISTORY_FILE
 
@@ -46,13 +47,8 @@ def _messages(db: sqlite3.Connection, room: str | None) -> Iterator[tuple[str, M
 def _journaled(
     db: sqlite3.Connection, journal: list[Entry], room: str | None
 ) -> list[tuple[str, Message]]:
-    """The journal's messages the database lacks (above their room's last id), in order."""
-    last = dict(db.execute("SELECT room, last_id FROM rooms").fetchall())
-    extra = [
-        (e.room, e.message)
-        for e in journal
-        if e.message.id > last.get(e.room, 0) and room in (None, e.room)
-    ]
+    """The journal's messages the database lacks, in export order."""
+    extra = [(e.room, e.message) for e in missing(db, journal) if room in (None, e.room)]
     return sorted(extra, key=_order)
 
 

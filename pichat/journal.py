@@ -32,7 +32,7 @@ from .protocol import Message
 from .retention import Cut
 from .store_writes import row, write_batch
 
-__all__ = ["Journal", "journal_path", "read_entries", "replay", "room_ids"]
+__all__ = ["Journal", "journal_path", "missing", "read_entries", "replay", "room_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,17 +104,21 @@ def room_ids(entries: list[Entry]) -> dict[str, int]:
     return ids
 
 
-def replay(db: sqlite3.Connection, entries: list[Entry]) -> int:
-    """Apply to ``db`` the journal ``entries`` it lacks; returns how many went in.
+def missing(db: sqlite3.Connection, entries: list[Entry]) -> list[Entry]:
+    """The journal ``entries`` that ``db`` lacks: those above their room's last id.
 
-    Only messages above their room's last id go in: the rest were applied
-    (and may have been deleted since). One transaction.
+    The rest were applied (and may have been deleted since).
     """
     last = dict(db.execute("SELECT room, last_id FROM rooms").fetchall())
-    missing = [e for e in entries if e.message.id > last.get(e.room, 0)]
-    if missing:
-        write_batch(db.cursor(), missing)
-    return len(missing)
+    return [e for e in entries if e.message.id > last.get(e.room, 0)]
+
+
+def replay(db: sqlite3.Connection, entries: list[Entry]) -> int:
+    """Apply to ``db`` the journal ``entries`` it lacks, in one transaction; returns how many."""
+    lacking = missing(db, entries)
+    if lacking:
+        write_batch(db.cursor(), lacking)
+    return len(lacking)
 
 
 class Journal:

@@ -31,6 +31,7 @@ from pichat.retention import Cut
 from pichat.state_dir import HISTORY_FILE
 from pichat.store_file import open_database
 from tests.test_store import entry, open_error, opened, query
+from tests.test_store_commits import locked
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,19 +129,23 @@ def child(mode: str, path: Path) -> Iterator[str]:
             process.stdout.close()
 
 
+async def killed_with_journal_only(state: Path) -> Path:
+    """A state directory whose daemon was killed with messages 1-3 in the journal alone."""
+    state.mkdir()
+    path = state / HISTORY_FILE
+    async with opened(path):
+        pass  # the database exists, so that the test can lock it
+    with locked(path), child("reported", path) as line:  # the child's apply waits
+        assert line == "reported"
+    assert query(path, "SELECT id FROM messages") == []
+    return path
+
+
 async def test_messages_reported_before_a_kill_are_there_at_the_next_start(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """kill -9 while SQLite lacks what was broadcast: the next open replays the journal."""
-    path = tmp_path / "h.sqlite3"
-    async with opened(path):
-        pass  # the database exists, so that the test can lock it
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
-        other.execute("BEGIN IMMEDIATE")  # the child's apply waits for this
-        with child("reported", path) as line:
-            assert line == "reported"
-        other.execute("COMMIT")
-    assert query(path, "SELECT id FROM messages") == []
+    path = await killed_with_journal_only(tmp_path / "state")
     assert ids(read_entries(journal_path(path))[0]) == [1, 2, 3]
     with caplog.at_level(logging.WARNING, logger="pichat.store"):
         async with opened(path) as (store, _):
@@ -196,21 +201,6 @@ def test_a_journal_write_cut_short_fails_that_batch_alone(tmp_path: Path) -> Non
         "journal": [1, 3],
         "healthy": [False, True],  # unhealthy from the failure to the next good write
     }
-
-
-async def killed_with_journal_only(state: Path) -> Path:
-    """A state directory whose daemon was killed with messages 1-3 in the journal alone."""
-    state.mkdir()
-    path = state / HISTORY_FILE
-    async with opened(path):
-        pass
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
-        other.execute("BEGIN IMMEDIATE")
-        with child("reported", path) as line:
-            assert line == "reported"
-        other.execute("COMMIT")
-    assert query(path, "SELECT id FROM messages") == []
-    return path
 
 
 async def test_a_backup_holds_what_only_the_journal_has(tmp_path: Path) -> None:
